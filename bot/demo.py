@@ -1,0 +1,99 @@
+"""``epmpulse demo``: a month-end close replayed through the real HTTP API.
+
+The server runs in this process in local mode, on a free loopback port with a fresh
+data directory, so the demo touches nothing of an existing installation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bot.service import Service
+from bot.settings import Settings
+
+DEMO_DEBOUNCE_SECONDS = 0.2
+
+
+def load_demo_close() -> dict[str, Any]:
+    text = resources.files("bot").joinpath("data/demo_close.json").read_text("utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+async def run_demo(speed: float = 1.0, data_dir: Path | None = None) -> int:
+    """Run the demo and print the final dashboard. Returns the exit code."""
+    close = load_demo_close()
+    key = secrets.token_urlsafe(32)
+    data_dir = data_dir or Path(tempfile.mkdtemp(prefix="epmpulse-demo-"))
+    settings = Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        host="127.0.0.1",
+        port=0,
+        apps_config=None,
+        slack_bot_token=None,
+        slack_app_token=None,
+        slack_signing_secret=None,
+        api_key=key,
+        api_keys_file=None,
+        canvas_debounce_seconds=DEMO_DEBOUNCE_SECONDS,
+        env="demo",
+    )
+    service = Service(settings)
+    await service.start()
+    print(f"EPMPulse demo server on {service.url} (data dir {data_dir})")
+    print(close.get("description", ""))
+    failures = 0
+    try:
+        async with aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {key}"}
+        ) as session:
+            for step in close["steps"]:
+                await asyncio.sleep(float(step.get("delay", 0)) / max(speed, 0.01))
+                body = {
+                    k: step[k]
+                    for k in ("app", "domain", "status", "job_id", "message")
+                    if step.get(k) is not None
+                }
+                async with session.post(
+                    f"{service.url}/api/v1/status", json=body
+                ) as response:
+                    result = await response.json()
+                if response.status != 200:
+                    failures += 1
+                    print(
+                        f"  {body['app']}/{body['domain']}: HTTP {response.status} "
+                        f"{result}",
+                        file=sys.stderr,
+                    )
+                    continue
+                record = result["record"]
+                print(
+                    f"  {record['app']:<10} {record['domain']:<16} "
+                    f"{record['status']:<8} job {record['job_id'] or '-'}"
+                )
+            async with session.post(f"{service.url}/api/v1/canvas/sync") as response:
+                synced = await response.json()
+    finally:
+        await service.stop()
+
+    print()
+    print_boards(synced.get("published", []))
+    return 1 if failures else 0
+
+
+def print_boards(results: list[dict[str, Any]]) -> None:
+    for result in results:
+        path = Path(result["where"])
+        if result["ok"] and path.exists():
+            print(f"--- {result['board']} board, written to {path} ---")
+            print(path.read_text(encoding="utf-8"))

@@ -1,0 +1,304 @@
+"""Build every part from the settings, wire them together and run the server.
+
+This is the only module that knows every part. Start-up order: settings and logs,
+the store, the catalog and keys, the publishers, then the HTTP server. Shutdown runs
+the other way round and waits (bounded) for in-flight writes and the last publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import zoneinfo
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config_check import load_catalog
+from bot.keys import keys_from_settings, load_or_generate_key
+from bot.settings import Settings
+from canvas.publisher import BoardPublisher, PublishTarget
+from canvas.render import render_board
+from canvas.targets import FileTarget, SlackCanvasTarget
+from handlers.auth import Keyring
+from handlers.middleware import build_middleware, parse_networks
+from handlers.webhook import WebhookApi
+from store.board import build_board
+from store.catalog import Board, Catalog
+from store.models import Change, Snapshot
+from store.store import StatusStore
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_SECONDS = 10.0
+VERSION = "0.1.0"
+
+
+def build_slack_client(settings: Settings) -> AsyncWebClient:
+    """A Web API client at SLACK_API_URL that retries 429s, 5xx and dropped
+    connections the way slack_sdk's built-in handlers do."""
+    assert settings.slack_bot_token is not None
+    return AsyncWebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=settings.slack_api_url,
+        timeout=15,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+class Service:
+    """Everything a running EPMPulse holds. ``start`` and ``stop`` are idempotent."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.tz = zoneinfo.ZoneInfo(settings.timezone)
+        self.store = StatusStore(settings.data_dir, max_rows=settings.max_rows)
+        self.catalog: Catalog = load_catalog(settings)
+        self.keyring = Keyring()
+        self.slack: AsyncWebClient | None = None
+        self.publishers: dict[Board, BoardPublisher] = {}
+        self.web_app = web.Application(client_max_size=1024 * 1024)
+        self.runner: web.AppRunner | None = None
+        self.started_at = datetime.now(UTC)
+        self.slack_identity: dict[str, Any] = {}
+        self._stopping = asyncio.Event()
+
+    # --- wiring ------------------------------------------------------------
+
+    @property
+    def active_boards(self) -> tuple[Board, ...]:
+        if self.settings.mode == "local":
+            return ("main", "arcs")
+        arcs = self.settings.slack_arcs_channel_id or self.settings.slack_arcs_canvas_id
+        return ("main", "arcs") if arcs else ("main",)
+
+    def render(self, board: Board) -> str:
+        now = datetime.now(UTC)
+        view = build_board(
+            self.store.snapshot,
+            self.catalog,
+            board,
+            now=now,
+            stuck_after=self.settings.stuck_after,
+            boards=self.active_boards,
+        )
+        return render_board(view, tz=self.tz, now=now)
+
+    def _target(self, board: Board) -> PublishTarget:
+        if self.slack is None:
+            path = self.settings.data_dir / "canvas" / f"{board}.md"
+            return FileTarget(path, self.store.run_in_writer)
+        settings = self.settings
+        channel = (
+            settings.slack_main_channel_id
+            if board == "main"
+            else settings.slack_arcs_channel_id
+        )
+        canvas = (
+            settings.slack_main_canvas_id
+            if board == "main"
+            else settings.slack_arcs_canvas_id
+        )
+        title = "EPM status" if board == "main" else "ARCS status"
+        return SlackCanvasTarget(
+            self.slack,
+            board,
+            self.store,
+            channel_id=channel,
+            canvas_id=canvas,
+            title=title,
+        )
+
+    def _build_publishers(self) -> None:
+        for board in self.active_boards:
+            self.publishers[board] = BoardPublisher(
+                board,
+                lambda board=board: self.render(board),  # type: ignore[misc]
+                self._target(board),
+                self.settings.canvas_debounce_seconds,
+            )
+
+    def _on_store_change(self, snapshot: Snapshot, changes: Sequence[Change]) -> None:
+        boards = {
+            self._board_of(change.update.app) for change in changes if change.changed
+        }
+        for board in boards:
+            publisher = self.publishers.get(board)
+            if publisher is not None:
+                publisher.notify()
+
+    def _board_of(self, app: str) -> Board:
+        board = self.catalog.board_of(app)
+        return board if board in self.active_boards else "main"
+
+    async def sync_canvases(self) -> list[dict[str, Any]]:
+        results = await asyncio.gather(
+            *(publisher.publish_now() for publisher in self.publishers.values())
+        )
+        return [result.to_json() for result in results]
+
+    def _load_keys(self) -> None:
+        keys = keys_from_settings(self.settings)
+        if not keys and self.settings.mode == "local":
+            keys = [load_or_generate_key(self.settings)]
+            log.info(
+                "no EPMPULSE_API_KEY set: using the generated key stored in %s",
+                self.settings.secrets_dir,
+            )
+        self.keyring.replace(keys)
+
+    # --- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self.settings
+        await self.store.open()
+        self._load_keys()
+        if settings.mode != "local":
+            self.slack = build_slack_client(settings)
+            await self._identify()
+        self._build_publishers()
+        self.store.subscribe(self._on_store_change)
+
+        api = WebhookApi(
+            self.store, self.keyring, lambda: self.catalog, self.sync_canvases
+        )
+        trusted = parse_networks(settings.trusted_proxies)
+        self.web_app.middlewares.append(build_middleware(self.keyring, lambda: trusted))
+        api.add_routes(self.web_app)
+        self.web_app.router.add_get("/health", self.health)
+
+        self.runner = web.AppRunner(self.web_app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, settings.host, settings.port)
+        await site.start()
+        log.info(
+            "EPMPulse %s listening on %s (env=%s, debug=%s, mode=%s, data dir %s)",
+            VERSION,
+            self.url,
+            settings.env,
+            settings.debug,
+            settings.mode,
+            settings.data_dir,
+        )
+        for publisher in self.publishers.values():
+            publisher.notify()
+
+    @property
+    def url(self) -> str:
+        assert self.runner is not None
+        for address in self.runner.addresses:
+            host, port = address[0], address[1]
+            return f"http://{host}:{port}"
+        return f"http://{self.settings.host}:{self.settings.port}"
+
+    async def _identify(self) -> None:
+        assert self.slack is not None
+        mode = self.settings.mode
+        try:
+            identity = await self.slack.auth_test()
+        except Exception as exc:  # Slack down must not stop the webhook.
+            log.warning(
+                "mode %s: auth.test failed, will retry on publish: %s", mode, exc
+            )
+            return
+        self.slack_identity = (
+            dict(identity.data) if isinstance(identity.data, dict) else {}
+        )
+        log.info(
+            "mode %s: connected to Slack team %s as %s",
+            mode,
+            self.slack_identity.get("team"),
+            self.slack_identity.get("user"),
+        )
+        if mode == "publish-only":
+            log.info(
+                "no SLACK_APP_TOKEN or SLACK_SIGNING_SECRET: canvases are "
+                "published, the slash command and App Home are off"
+            )
+
+    async def stop(self) -> None:
+        log.info("shutting down: finishing writes and the last canvas publish")
+        if self.runner is not None:
+            await self.runner.shutdown()
+        await self.store.drain()
+        for board, publisher in self.publishers.items():
+            if not await publisher.flush(SHUTDOWN_SECONDS):
+                log.warning(
+                    "board %s: last publish did not finish in %.0f s",
+                    board,
+                    SHUTDOWN_SECONDS,
+                )
+            await publisher.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        await self.store.close()
+        log.info("stopped")
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM or SIGINT, then stop cleanly."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await self._stopping.wait()
+        await self.stop()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def reload(self) -> None:
+        """Re-read the API keys file and apps.json (SIGHUP). A bad file keeps the
+        old configuration and logs why."""
+        try:
+            catalog = load_catalog(self.settings)
+            keys = keys_from_settings(self.settings)
+        except Exception as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            return
+        if keys:
+            self.keyring.replace(keys)
+        self.catalog = catalog
+        log.info(
+            "reloaded: %d API key(s) (%s), %d app(s) in apps.json",
+            len(self.keyring),
+            ", ".join(self.keyring.labels),
+            len(catalog.apps),
+        )
+        for publisher in self.publishers.values():
+            publisher.notify()
+
+    # --- health ------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        checks: dict[str, Any] = {
+            "store": "ok"
+            if self.store.last_write_error is None
+            else f"failing: {self.store.last_write_error}",
+        }
+        for board, publisher in self.publishers.items():
+            checks[f"publish_{board}"] = publisher.last_error or "ok"
+        healthy = self.store.last_write_error is None
+        body = {
+            "status": "healthy" if healthy else "unhealthy",
+            "version": VERSION,
+            "env": self.settings.env,
+            "debug": self.settings.debug,
+            "mode": self.settings.mode,
+            "rows": len(self.store.snapshot.rows),
+            "checks": checks,
+        }
+        return web.json_response(body, status=200 if healthy else 503)

@@ -1,0 +1,174 @@
+"""Authentication, JSON errors and the access log for the webhook server."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from handlers.auth import Keyring
+from handlers.validation import ValidationProblem
+from handlers.webhook import KEY_LABEL, error_response
+
+log = logging.getLogger("handlers.auth")
+access_log = logging.getLogger("handlers.access")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(values: Iterable[str]) -> list[Network]:
+    """Parse ``EPMPULSE_TRUSTED_PROXIES`` entries (addresses or CIDR ranges)."""
+    return [ipaddress.ip_network(value.strip(), strict=False) for value in values]
+
+
+def client_address(request: web.Request, trusted: list[Network]) -> str:
+    """Return the client address, reading ``X-Forwarded-For`` only from trusted
+    proxies: the right-most address that is not itself a trusted proxy."""
+    peer = request.remote or "-"
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            return _clean(hop)
+    return _clean(hops[0]) if hops else peer
+
+
+def _is_trusted(address: str, trusted: list[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+def _clean(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return "invalid"
+
+
+CLIENT_ADDRESS = web.RequestKey("client_address", str)
+
+
+def build_middleware(
+    keyring: Keyring,
+    trusted_proxies: Callable[[], list[Network]],
+    on_request: Callable[[str, str, int, float], None] | None = None,
+) -> Any:
+    """Return the aiohttp middleware. ``on_request(route, method, status, seconds)``
+    feeds metrics."""
+
+    async def dispatch(
+        request: web.Request, handler: Handler, client: str
+    ) -> tuple[web.StreamResponse, str]:
+        is_api = request.path.startswith("/api/")
+        label = "-"
+        try:
+            if is_api:
+                matched = keyring.match(request.headers.get("Authorization"))
+                if matched is None:
+                    return _reject(request, client), label
+                label = matched
+                request[KEY_LABEL] = matched
+            return await handler(request), label
+        except ValidationProblem as problem:
+            response = error_response(
+                problem.status,
+                problem.code,
+                problem.message,
+                problem.field,
+                problem.value,
+            )
+            return response, label
+        except web.HTTPException as exc:
+            if not is_api or exc.status < 400:
+                raise
+            response = error_response(
+                exc.status,
+                "not_found" if exc.status == 404 else "http_error",
+                f"{request.method} {_quote(request.path)}: {exc.reason}. "
+                "See docs/openapi.yaml for the API.",
+            )
+            return response, label
+        except Exception:
+            log.exception("request failed: %s %s", request.method, _quote(request.path))
+            response = error_response(
+                500,
+                "internal_error",
+                "EPMPulse failed to handle this request; the server log has details",
+            )
+            return response, label
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        client = client_address(request, trusted_proxies())
+        request[CLIENT_ADDRESS] = client
+        status = 500
+        label = "-"
+        try:
+            response, label = await dispatch(request, handler, client)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            if request.path.startswith(("/api/", "/slack/")):
+                access_log.info(
+                    "access client=%s method=%s path=%s status=%d ms=%.1f key=%s",
+                    client,
+                    request.method,
+                    _quote(request.path),
+                    status,
+                    elapsed * 1000,
+                    label,
+                )
+            if on_request is not None:
+                resource = request.match_info.route.resource
+                route = resource.canonical if resource is not None else "unmatched"
+                on_request(route, request.method, status, elapsed)
+
+    return middleware
+
+
+def _reject(request: web.Request, client: str) -> web.Response:
+    reason = "missing_key" if "Authorization" not in request.headers else "invalid_key"
+    log.warning(
+        "auth rejected client=%s method=%s path=%s reason=%s",
+        client,
+        request.method,
+        _quote(request.path),
+        reason,
+    )
+    return _unauthorized(reason)
+
+
+def _unauthorized(reason: str) -> web.Response:
+    message = (
+        "the Authorization header is missing: send 'Authorization: Bearer <key>'"
+        if reason == "missing_key"
+        else "the API key is not valid: check the key configured in the EPM connection"
+    )
+    return error_response(
+        401,
+        "unauthorized",
+        message,
+        "Authorization",
+        headers={"WWW-Authenticate": 'Bearer realm="epmpulse"'},
+    )
+
+
+def _quote(text: str) -> str:
+    """Keep a request path on one log line and cut it to a sane length."""
+    cleaned = text.encode("unicode_escape").decode("ascii")
+    return cleaned[:200]

@@ -1,0 +1,267 @@
+"""The EPM webhook API: ``/api/v1/status``, ``/api/v1/status/batch`` and friends.
+
+Every ``/api/`` request is authenticated before its body is read. A 200 on a write
+means the update is on disk. Errors are JSON with a stable ``code``, the field, the
+value and a fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from handlers.auth import Keyring
+from handlers.validation import ParsedUpdate, ValidationProblem, parse_update
+from store.catalog import Catalog
+from store.models import Change, Record
+from store.store import StatusStore, StoreUnavailable, TooManyRows
+
+log = logging.getLogger(__name__)
+
+MAX_STATUS_BYTES = 16 * 1024
+MAX_BATCH_BYTES = 64 * 1024
+MAX_BATCH_UPDATES = 100
+
+KEY_LABEL = web.RequestKey("key_label", str)
+
+SyncCanvases = Callable[[], Awaitable[list[dict[str, Any]]]]
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    value: Any = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    problem = ValidationProblem(code, message, field, value, status)
+    return web.json_response(
+        {"ok": False, "error": problem.to_json()}, status=status, headers=headers
+    )
+
+
+def record_json(record: Record | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {
+        "app": record.app,
+        "domain": record.domain,
+        "status": record.status.value,
+        "job_id": record.job_id,
+        "message": record.message,
+        "timestamp": record.timestamp.isoformat(),
+        "received_at": record.received_at.isoformat(),
+        "since": record.since.isoformat(),
+        "source": record.source,
+        "run_started_at": _iso(record.run_started_at),
+        "run_finished_at": _iso(record.run_finished_at),
+        "run_duration_seconds": record.run_duration_seconds,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+class WebhookApi:
+    """The ``/api/v1`` routes. ``catalog`` is a callable so a reload can swap it."""
+
+    def __init__(
+        self,
+        store: StatusStore,
+        keyring: Keyring,
+        catalog: Callable[[], Catalog],
+        sync_canvases: SyncCanvases,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.keyring = keyring
+        self.catalog = catalog
+        self.sync_canvases = sync_canvases
+        self.clock = clock
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/api/v1/status", self.post_status)
+        app.router.add_post("/api/v1/status/batch", self.post_batch)
+        app.router.add_get("/api/v1/status", self.get_all)
+        app.router.add_get("/api/v1/status/{app}", self.get_app)
+        app.router.add_post("/api/v1/canvas/sync", self.post_sync)
+        app.router.add_get("/api/v1/history", self.get_history)
+
+    # --- writes ------------------------------------------------------------
+
+    async def post_status(self, request: web.Request) -> web.StreamResponse:
+        payload = await read_json(request, MAX_STATUS_BYTES)
+        parsed = parse_update(payload, self.catalog(), self.clock())
+        changes = await self._apply([parsed])
+        return web.json_response({"ok": True, **_result(parsed, changes[0])})
+
+    async def post_batch(self, request: web.Request) -> web.StreamResponse:
+        payload = await read_json(request, MAX_BATCH_BYTES)
+        updates = payload.get("updates") if isinstance(payload, dict) else None
+        if not isinstance(updates, list) or not updates:
+            raise ValidationProblem(
+                "invalid_batch",
+                'send {"updates": [...]} with 1 to '
+                f"{MAX_BATCH_UPDATES} status objects",
+                "updates",
+                updates,
+            )
+        if len(updates) > MAX_BATCH_UPDATES:
+            raise ValidationProblem(
+                "batch_too_large",
+                f"updates has {len(updates)} items; send at most "
+                f"{MAX_BATCH_UPDATES} per batch, or split it",
+                "updates",
+                len(updates),
+            )
+        received = self.clock()
+        catalog = self.catalog()
+        parsed = [
+            parse_update(item, catalog, received, prefix=f"updates[{index}].")
+            for index, item in enumerate(updates)
+        ]
+        changes = await self._apply(parsed)
+        results = [
+            _result(item, change) for item, change in zip(parsed, changes, strict=True)
+        ]
+        return web.json_response({"ok": True, "results": results})
+
+    async def _apply(self, parsed: list[ParsedUpdate]) -> list[Change]:
+        try:
+            return await self.store.apply([item.update for item in parsed])
+        except TooManyRows as exc:
+            raise ValidationProblem(
+                "too_many_rows", str(exc), "app", f"{exc.app}/{exc.domain}"
+            ) from exc
+        except StoreUnavailable as exc:
+            raise ValidationProblem(
+                "store_unavailable",
+                "the update was not stored because the data directory cannot be "
+                "written; retry later (the server log has the cause)",
+                status=503,
+            ) from exc
+
+    async def post_sync(self, request: web.Request) -> web.StreamResponse:
+        results = await self.sync_canvases()
+        return web.json_response({"ok": True, "published": results})
+
+    # --- reads -------------------------------------------------------------
+
+    async def get_all(self, request: web.Request) -> web.StreamResponse:
+        snapshot = self.store.snapshot
+        apps: dict[str, dict[str, Any]] = {}
+        for app, domains in snapshot.apps().items():
+            apps[app] = {name: record_json(rec) for name, rec in domains.items()}
+        return web.json_response(
+            {"apps": apps, "updated_at": _iso(snapshot.updated_at)}
+        )
+
+    async def get_app(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["app"]
+        grouped = self.store.snapshot.apps()
+        configured = self.catalog().app(name)
+        key = configured.name if configured else name
+        matches = [app for app in grouped if app.casefold() == key.casefold()]
+        if not matches:
+            known = sorted(set(grouped) | {a.name for a in self.catalog().apps})
+            return error_response(
+                404,
+                "app_not_found",
+                f"no status for app {name!r}. Known apps: {', '.join(known) or 'none'}",
+                "app",
+                name,
+            )
+        domains = grouped[matches[0]]
+        return web.json_response(
+            {
+                "app": matches[0],
+                "domains": {n: record_json(r) for n, r in domains.items()},
+            }
+        )
+
+    async def get_history(self, request: web.Request) -> web.StreamResponse:
+        app = request.query.get("app") or None
+        domain = request.query.get("domain") or None
+        raw_limit = request.query.get("limit", "50")
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            raise ValidationProblem(
+                "invalid_value",
+                "limit must be a whole number from 1 to 1000",
+                "limit",
+                raw_limit,
+            )
+        if app is not None:
+            configured = self.catalog().app(app)
+            app = configured.name if configured else app
+        events = await self.store.read_history(app, domain, limit)
+        return web.json_response(
+            {"ok": True, "events": [event.to_json() for event in events]}
+        )
+
+
+def _result(parsed: ParsedUpdate, change: Change) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "record": record_json(change.after),
+        "changed": change.changed,
+        "ignored_fields": parsed.ignored_fields,
+    }
+    if parsed.notes:
+        result["notes"] = parsed.notes
+    if change.before is not None and change.after is change.before:
+        if parsed.update.timestamp < change.before.timestamp:
+            result.setdefault("notes", []).append(
+                "older than the stored status: kept in history only"
+            )
+    return result
+
+
+async def read_json(request: web.Request, max_bytes: int) -> Any:
+    """Read and parse a JSON body of at most ``max_bytes``; raise ValidationProblem."""
+    if request.content_type not in ("application/json",) and not (
+        request.content_type.endswith("+json")
+    ):
+        raise ValidationProblem(
+            "unsupported_media_type",
+            f"Content-Type {request.content_type!r} is not JSON: send "
+            "Content-Type: application/json",
+            "Content-Type",
+            request.content_type,
+            status=415,
+        )
+    too_large = ValidationProblem(
+        "payload_too_large",
+        f"the body is larger than {max_bytes // 1024} KB; send smaller messages "
+        "or split a batch",
+        status=413,
+    )
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(64 * 1024)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValidationProblem(
+            "invalid_json",
+            f"the body is not valid JSON ({exc}); check quotes and commas",
+            status=400,
+        ) from exc

@@ -1,0 +1,198 @@
+"""The event history: append-only JSON-lines segments, one file per UTC day.
+
+Appending costs the same however long the history is, because a write touches only
+the newest segment. Retention deletes whole segments, and keeps the failures of the
+older ones in a smaller ``.failures.jsonl`` file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from store.files import fsync_directory, write_atomic
+
+log = logging.getLogger(__name__)
+
+_FAILURE_STATUSES = {"Error", "Warning"}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    """One update as received, whether or not it changed the current status."""
+
+    app: str
+    domain: str
+    status: str
+    timestamp: str
+    received_at: str
+    job_id: str | None = None
+    message: str | None = None
+    source: str = "webhook"
+    applied: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "app": self.app,
+            "domain": self.domain,
+            "status": self.status,
+            "timestamp": self.timestamp,
+            "received_at": self.received_at,
+            "job_id": self.job_id,
+            "message": self.message,
+            "source": self.source,
+            "applied": self.applied,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HistoryEvent:
+        return cls(
+            app=str(data["app"]),
+            domain=str(data["domain"]),
+            status=str(data["status"]),
+            timestamp=str(data["timestamp"]),
+            received_at=str(data["received_at"]),
+            job_id=data.get("job_id"),
+            message=data.get("message"),
+            source=str(data.get("source", "webhook")),
+            applied=bool(data.get("applied", True)),
+        )
+
+
+class HistoryLog:
+    """Not thread-safe, so only the writer thread uses it."""
+
+    def __init__(self, directory: Path, file_mode: int = 0o640) -> None:
+        self.directory = directory
+        self.file_mode = file_mode
+        self._handle: IO[bytes] | None = None
+        self._handle_day: date | None = None
+
+    def append(self, events: Sequence[HistoryEvent], now: datetime) -> None:
+        """Append events and fsync them. Raises OSError, keeping earlier lines."""
+        if not events:
+            return
+        handle = self._segment_for(now.astimezone(UTC).date())
+        payload = b"".join(
+            json.dumps(event.to_json(), separators=(",", ":")).encode() + b"\n"
+            for event in events
+        )
+        try:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        except OSError:
+            # A partial line may now end the file. Close it so the next append
+            # starts on a fresh line; readers skip the broken one.
+            self.close()
+            self._repair_tail(now.astimezone(UTC).date())
+            raise
+
+    def _segment_for(self, day: date) -> IO[bytes]:
+        if self._handle is not None and self._handle_day == day:
+            return self._handle
+        self.close()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{day.isoformat()}.jsonl"
+        is_new = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, self.file_mode)
+        self._handle = os.fdopen(fd, "ab")
+        self._handle_day = day
+        if is_new:
+            fsync_directory(self.directory)
+        return self._handle
+
+    def _repair_tail(self, day: date) -> None:
+        path = self.directory / f"{day.isoformat()}.jsonl"
+        try:
+            with open(path, "rb+") as segment:
+                data = segment.read()
+                cut = data.rfind(b"\n") + 1
+                if cut != len(data):
+                    segment.truncate(cut)
+        except OSError:
+            log.warning("could not trim a partial line from %s", path)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        self._handle = None
+        self._handle_day = None
+
+    def segments(self) -> list[Path]:
+        """Segment files, oldest first."""
+        if not self.directory.exists():
+            return []
+        return sorted(self.directory.glob("*.jsonl"))
+
+    def read_recent(
+        self, app: str | None = None, domain: str | None = None, limit: int = 50
+    ) -> list[HistoryEvent]:
+        """Return up to ``limit`` events, newest first, optionally of one row."""
+        found: list[HistoryEvent] = []
+        for path in reversed(self.segments()):
+            for event in reversed(list(_read_segment(path))):
+                if app is not None and event.app != app:
+                    continue
+                if domain is not None and event.domain != domain:
+                    continue
+                found.append(event)
+                if len(found) >= limit:
+                    return found
+        return found
+
+    def prune(self, keep_days: int, today: date) -> int:
+        """Apply retention and return how many segments were removed or shrunk.
+
+        Segments older than ``keep_days`` keep only failures; failures are deleted
+        after twice as long.
+        """
+        changed = 0
+        for path in self.segments():
+            day = _segment_day(path)
+            if day is None:
+                continue
+            age = (today - day).days
+            if age > 2 * keep_days:
+                path.unlink()
+                changed += 1
+            elif age > keep_days and not path.name.endswith(".failures.jsonl"):
+                events = _read_segment(path)
+                failures = [e for e in events if e.status in _FAILURE_STATUSES]
+                target = path.with_name(f"{day.isoformat()}.failures.jsonl")
+                data = b"".join(
+                    json.dumps(e.to_json(), separators=(",", ":")).encode() + b"\n"
+                    for e in failures
+                )
+                write_atomic(target, data, self.file_mode)
+                path.unlink()
+                changed += 1
+        if changed:
+            fsync_directory(self.directory)
+        return changed
+
+
+def _segment_day(path: Path) -> date | None:
+    try:
+        return date.fromisoformat(path.name[:10])
+    except ValueError:
+        return None
+
+
+def _read_segment(path: Path) -> Iterator[HistoryEvent]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return
+    for line in raw.splitlines():
+        try:
+            yield HistoryEvent.from_json(json.loads(line))
+        except (ValueError, KeyError, TypeError):
+            # A line cut short by a crash before its update was acknowledged.
+            continue

@@ -1,0 +1,148 @@
+"""Types shared by every part of EPMPulse: statuses, updates and stored records.
+
+Records and snapshots are frozen, so a reader can hold a snapshot while the store
+moves on.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from types import MappingProxyType
+
+
+class Status(enum.StrEnum):
+    """Canonical job status. The first four come from the original EPMPulse."""
+
+    BLANK = "Blank"
+    LOADING = "Loading"
+    OK = "OK"
+    WARNING = "Warning"
+    ERROR = "Error"
+
+    @property
+    def is_failure(self) -> bool:
+        return self in (Status.ERROR, Status.WARNING)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (Status.OK, Status.WARNING, Status.ERROR)
+
+
+# Spellings that EPM rules and scripts send, folded to lower case with single spaces.
+_STATUS_ALIASES: dict[str, Status] = {
+    "blank": Status.BLANK,
+    "not started": Status.BLANK,
+    "pending": Status.BLANK,
+    "loading": Status.LOADING,
+    "running": Status.LOADING,
+    "processing": Status.LOADING,
+    "in progress": Status.LOADING,
+    "started": Status.LOADING,
+    "ok": Status.OK,
+    "success": Status.OK,
+    "successful": Status.OK,
+    "succeeded": Status.OK,
+    "completed": Status.OK,
+    "complete": Status.OK,
+    "done": Status.OK,
+    "warning": Status.WARNING,
+    "warnings": Status.WARNING,
+    "completed with warnings": Status.WARNING,
+    "completed with errors": Status.WARNING,
+    "error": Status.ERROR,
+    "failed": Status.ERROR,
+    "failure": Status.ERROR,
+    "fail": Status.ERROR,
+}
+
+ACCEPTED_STATUS_SPELLINGS: tuple[str, ...] = tuple(_STATUS_ALIASES)
+
+
+def parse_status(value: str) -> Status | None:
+    """Return the canonical status for a spelling, or None when it is not one."""
+    key = " ".join(value.replace("_", " ").replace("-", " ").split()).lower()
+    return _STATUS_ALIASES.get(key)
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One validated status report, from the webhook, EPM polling or the CLI.
+
+    ``timestamp`` is when the job reported the status (UTC); ``received_at`` is when
+    EPMPulse received it. Both are timezone-aware.
+    """
+
+    app: str
+    domain: str
+    status: Status
+    received_at: datetime
+    timestamp: datetime
+    job_id: str | None = None
+    message: str | None = None
+    source: str = "webhook"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """The current status of one app/domain row, as stored.
+
+    ``since`` is when the row entered its current status. A run groups the updates
+    of one job: ``run_started_at`` is its first update, ``run_finished_at`` its first
+    terminal status (None while it runs).
+    """
+
+    app: str
+    domain: str
+    status: Status
+    timestamp: datetime
+    received_at: datetime
+    since: datetime
+    job_id: str | None = None
+    message: str | None = None
+    source: str = "webhook"
+    run_started_at: datetime | None = None
+    run_finished_at: datetime | None = None
+
+    @property
+    def run_duration_seconds(self) -> float | None:
+        """Length of the last finished run, or None while a run is open."""
+        if self.run_started_at is None or self.run_finished_at is None:
+            return None
+        return (self.run_finished_at - self.run_started_at).total_seconds()
+
+    def with_changes(self, **changes: object) -> Record:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+RowKey = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An immutable view of every row, in the order the rows were first seen."""
+
+    rows: Mapping[RowKey, Record] = field(default_factory=lambda: MappingProxyType({}))
+    updated_at: datetime | None = None
+
+    def apps(self) -> dict[str, dict[str, Record]]:
+        """Group the rows by app, keeping first-seen order."""
+        grouped: dict[str, dict[str, Record]] = {}
+        for (app, domain), record in self.rows.items():
+            grouped.setdefault(app, {})[domain] = record
+        return grouped
+
+    def get(self, app: str, domain: str) -> Record | None:
+        return self.rows.get((app, domain))
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one applied update did to its row."""
+
+    update: Update
+    before: Record | None
+    after: Record | None
+    changed: bool

@@ -1,0 +1,348 @@
+"""The status store: current rows in TinyDB, every update in the history log.
+
+Writes from concurrent callers are grouped: while one group is being written by the
+single writer thread, the next requests queue up and go to disk together in the
+following write. ``apply`` returns only after its group is on disk, so a caller may
+acknowledge an update as soon as ``apply`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from tinydb import Query, TinyDB
+
+from store.files import ensure_private_dir
+from store.history import HistoryEvent, HistoryLog
+from store.models import Change, Record, RowKey, Snapshot, Status, Update
+from store.rules import apply_update
+from store.tinydb_storage import AtomicJSONStorage, StoreCorruptError
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Snapshot, Sequence[Change]], None]
+
+DATA_DIR_MODE = 0o750
+DATA_FILE_MODE = 0o640
+
+
+class StoreUnavailable(Exception):
+    """The update could not be written (disk full, read-only, I/O error)."""
+
+
+class TooManyRows(ValueError):
+    """A new app/domain would pass the configured maximum number of rows."""
+
+    def __init__(self, app: str, domain: str, limit: int) -> None:
+        self.app = app
+        self.domain = domain
+        self.limit = limit
+        super().__init__(
+            f"row {app}/{domain} is new and the board already has {limit} rows, the "
+            "maximum. List the apps in apps.json or raise EPMPULSE_MAX_ROWS."
+        )
+
+
+@dataclass
+class _Pending:
+    updates: Sequence[Update]
+    meta: dict[str, Any]
+    future: asyncio.Future[list[Change]]
+
+
+class StatusStore:
+    """Usage::
+
+    store = StatusStore(Path("data"))
+    await store.open()
+    changes = await store.apply([update])   # on disk when this returns
+    store.snapshot.get("Planning", "Actual")
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_rows: int | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.db_path = data_dir / "epmpulse.json"
+        self.history = HistoryLog(data_dir / "history", DATA_FILE_MODE)
+        self.clock = clock
+        self.max_rows = max_rows
+        self.last_write_error: str | None = None
+        self.last_write_seconds: float | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._storage: AtomicJSONStorage | None = None
+        self._db: TinyDB | None = None
+        self._rows: dict[RowKey, Record] = {}
+        self._doc_ids: dict[RowKey, int] = {}
+        self._meta: dict[str, Any] = {}
+        self._snapshot = Snapshot()
+        self._listeners: list[Listener] = []
+        self._pending: list[_Pending] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- lifecycle -----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Load the data file. Raises StoreCorruptError naming a damaged file."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+        self._snapshot = self._make_snapshot()
+
+    def _open(self) -> None:
+        ensure_private_dir(self.data_dir, DATA_DIR_MODE)
+        self._storage = AtomicJSONStorage(self.db_path, DATA_FILE_MODE)
+        self._db = TinyDB(storage=lambda: self._storage)
+        for doc in self._db.table("rows").all():
+            try:
+                record = record_from_doc(doc)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise StoreCorruptError(
+                    f"data file {self.db_path} has an invalid row {dict(doc)!r} "
+                    f"({exc}). Restore it from a backup or move it away."
+                ) from exc
+            key = (record.app, record.domain)
+            self._rows[key] = record
+            self._doc_ids[key] = doc.doc_id
+        for doc in self._db.table("meta").all():
+            self._meta[str(doc["key"])] = doc["value"]
+
+    async def drain(self) -> None:
+        """Wait until every queued write has finished."""
+        while self._pending or not self._idle.is_set():
+            await self._idle.wait()
+
+    async def close(self) -> None:
+        await self.drain()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.history.close)
+        self._executor.shutdown(wait=True)
+
+    # --- reading -------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        return self._meta.get(key, default)
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(snapshot, changes)`` on the event loop after each write."""
+        self._listeners.append(listener)
+
+    async def read_history(
+        self, app: str | None = None, domain: str | None = None, limit: int = 50
+    ) -> list[HistoryEvent]:
+        """Return up to ``limit`` history events, newest first."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, self.history.read_recent, app, domain, limit
+        )
+
+    async def run_in_writer(self, func: Callable[[], Any]) -> Any:
+        """Run file work on the writer thread, after the writes queued so far."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func)
+
+    # --- writing -------------------------------------------------------------
+
+    async def apply(self, updates: Sequence[Update]) -> list[Change]:
+        """Apply updates in order and return once they are on disk.
+
+        Raises StoreUnavailable when the write fails (nothing of the group is kept)
+        and TooManyRows when a new row would pass ``max_rows``.
+        """
+        self._check_row_limit(updates)
+        return await self._enqueue(updates, {})
+
+    async def set_meta(self, key: str, value: Any) -> None:
+        """Store a small JSON value (a canvas id, a message ts) durably.
+
+        Raises StoreUnavailable when the write fails.
+        """
+        await self._enqueue((), {key: value})
+
+    async def _enqueue(
+        self, updates: Sequence[Update], meta: dict[str, Any]
+    ) -> list[Change]:
+        future: asyncio.Future[list[Change]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending.append(_Pending(updates, meta, future))
+        self._kick()
+        return await future
+
+    def _check_row_limit(self, updates: Sequence[Update]) -> None:
+        if self.max_rows is None:
+            return
+        new_keys = {(u.app, u.domain) for u in updates} - self._rows.keys()
+        if new_keys and len(self._rows) + len(new_keys) > self.max_rows:
+            app, domain = sorted(new_keys)[0]
+            raise TooManyRows(app, domain, self.max_rows)
+
+    def _kick(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._idle.clear()
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._write_group(loop, batch)
+        finally:
+            self._idle.set()
+
+    async def _write_group(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[_Pending],
+    ) -> None:
+        now = self.clock()
+        meta = {k: v for pending in batch for k, v in pending.meta.items()}
+        rows = dict(self._rows)
+        results: list[list[Change]] = []
+        events: list[HistoryEvent] = []
+        for pending in batch:
+            changes = []
+            for update in pending.updates:
+                key = (update.app, update.domain)
+                change, event = apply_update(rows.get(key), update)
+                if change.changed and change.after is not None:
+                    rows[key] = change.after
+                if event is not None:
+                    events.append(event)
+                changes.append(change)
+            results.append(changes)
+        changed_keys = [key for key in rows if rows[key] is not self._rows.get(key)]
+
+        started = time.perf_counter()
+        try:
+            await loop.run_in_executor(
+                self._executor, self._write, rows, changed_keys, events, meta, now
+            )
+        except OSError as exc:
+            self.last_write_error = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "store write failed, %d update(s) not stored: %s",
+                sum(len(p.updates) for p in batch),
+                self.last_write_error,
+            )
+            error = StoreUnavailable(self.last_write_error)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        self.last_write_seconds = time.perf_counter() - started
+        self.last_write_error = None
+
+        self._rows = rows
+        self._meta.update(meta)
+        all_changes = [change for changes in results for change in changes]
+        if changed_keys:
+            self._snapshot = self._make_snapshot(now)
+        for pending, changes in zip(batch, results, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(changes)
+        if changed_keys:
+            self._notify(all_changes)
+
+    def _write(
+        self,
+        rows: dict[RowKey, Record],
+        changed_keys: list[RowKey],
+        events: list[HistoryEvent],
+        meta: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        assert self._db is not None and self._storage is not None
+        self.history.append(events, now)
+        if not changed_keys and not meta:
+            return
+        table = self._db.table("rows")
+        new_ids: dict[RowKey, int] = {}
+        try:
+            for key in changed_keys:
+                doc = record_to_doc(rows[key])
+                doc_id = self._doc_ids.get(key)
+                if doc_id is None:
+                    new_ids[key] = table.insert(doc)
+                else:
+                    table.update(doc, doc_ids=[doc_id])
+            meta_table = self._db.table("meta")
+            for name, value in meta.items():
+                meta_table.upsert({"key": name, "value": value}, Query().key == name)
+            self._storage.flush()
+        except BaseException:
+            self._storage.rollback()
+            self._db.clear_cache()
+            raise
+        self._doc_ids.update(new_ids)
+
+    def _make_snapshot(self, now: datetime | None = None) -> Snapshot:
+        updated = max((r.received_at for r in self._rows.values()), default=None)
+        return Snapshot(MappingProxyType(dict(self._rows)), updated or now)
+
+    def _notify(self, changes: Sequence[Change]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(self._snapshot, changes)
+            except Exception:
+                log.exception("store listener %r failed", listener)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def record_to_doc(record: Record) -> dict[str, Any]:
+    return {
+        "app": record.app,
+        "domain": record.domain,
+        "status": record.status.value,
+        "timestamp": _iso(record.timestamp),
+        "received_at": _iso(record.received_at),
+        "since": _iso(record.since),
+        "job_id": record.job_id,
+        "message": record.message,
+        "source": record.source,
+        "run_started_at": _iso(record.run_started_at),
+        "run_finished_at": _iso(record.run_finished_at),
+    }
+
+
+def record_from_doc(doc: dict[str, Any]) -> Record:
+    timestamp = _parse(doc["timestamp"])
+    received = _parse(doc["received_at"])
+    assert timestamp is not None and received is not None
+    return Record(
+        app=doc["app"],
+        domain=doc["domain"],
+        status=Status(doc["status"]),
+        timestamp=timestamp,
+        received_at=received,
+        since=_parse(doc.get("since")) or timestamp,
+        job_id=doc.get("job_id"),
+        message=doc.get("message"),
+        source=doc.get("source", "webhook"),
+        run_started_at=_parse(doc.get("run_started_at")),
+        run_finished_at=_parse(doc.get("run_finished_at")),
+    )
