@@ -13,7 +13,7 @@ import signal
 import zoneinfo
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -38,6 +38,16 @@ from store.models import Change, Snapshot
 from store.store import StatusStore
 
 log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    """A part with a lifecycle (Slack app, alerts, EPM poller): started after the
+    store and the publishers, stopped before them, in reverse order."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
 
 SHUTDOWN_SECONDS = 10.0
 VERSION = "0.1.0"
@@ -74,6 +84,7 @@ class Service:
         self.runner: web.AppRunner | None = None
         self.started_at = datetime.now(UTC)
         self.slack_identity: dict[str, Any] = {}
+        self.components: list[Component] = []
         self._stopping = asyncio.Event()
 
     # --- wiring ------------------------------------------------------------
@@ -150,6 +161,9 @@ class Service:
         )
         return [result.to_json() for result in results]
 
+    def _build_components(self) -> None:
+        """Create the optional parts; each adds its routes before the server starts."""
+
     def _load_keys(self) -> None:
         keys = keys_from_settings(self.settings)
         if not keys and self.settings.mode == "local":
@@ -171,6 +185,7 @@ class Service:
             await self._identify()
         self._build_publishers()
         self.store.subscribe(self._on_store_change)
+        self._build_components()
 
         api = WebhookApi(
             self.store, self.keyring, lambda: self.catalog, self.sync_canvases
@@ -184,6 +199,8 @@ class Service:
         await self.runner.setup()
         site = web.TCPSite(self.runner, settings.host, settings.port)
         await site.start()
+        for component in self.components:
+            await component.start()
         log.info(
             "EPMPulse %s listening on %s (env=%s, debug=%s, mode=%s, data dir %s)",
             VERSION,
@@ -233,6 +250,11 @@ class Service:
         log.info("shutting down: finishing writes and the last canvas publish")
         if self.runner is not None:
             await self.runner.shutdown()
+        for component in reversed(self.components):
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("stopping %r failed", component)
         await self.store.drain()
         for board, publisher in self.publishers.items():
             if not await publisher.flush(SHUTDOWN_SECONDS):
