@@ -141,6 +141,9 @@ class Settings(BaseSettings):
         "epm_client_id",
         "epm_scope",
         "maintenance",
+        "apps_config",
+        "api_keys_file",
+        "log_file",
         mode="before",
     )
     @classmethod
