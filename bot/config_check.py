@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from bot.keys import KeyConfigError, keys_from_settings
 from bot.settings import Settings
+from handlers.ratelimit import parse_rate_limit
 from store.catalog import Catalog, CatalogError
 
 Severity = Literal["error", "warning"]
@@ -270,6 +271,14 @@ def _check_general(settings: Settings) -> list[Problem]:
                 "ERROR",
             )
         )
+    for setting, value in (
+        ("EPMPULSE_RATE_LIMIT_POST", settings.rate_limit_post),
+        ("EPMPULSE_RATE_LIMIT_GET", settings.rate_limit_get),
+    ):
+        try:
+            parse_rate_limit(value, setting)
+        except ValueError as exc:
+            problems.append(Problem("error", setting, str(exc)))
     unknown_alerts = [
         s for s in settings.alert_on if s.capitalize() not in {"Error", "Warning"}
     ]

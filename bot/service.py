@@ -16,21 +16,18 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiohttp import web
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config_check import load_catalog
 from bot.keys import keys_from_settings, load_or_generate_key
+from bot.metrics import MeteredWebClient, Metrics, counted_retry_handlers
 from bot.settings import Settings
 from canvas.publisher import BoardPublisher, PublishTarget
 from canvas.render import render_board
 from canvas.targets import FileTarget, SlackCanvasTarget
 from handlers.auth import Keyring
 from handlers.middleware import build_middleware, parse_networks
+from handlers.ratelimit import RateLimiter, parse_rate_limit
 from handlers.webhook import WebhookApi
 from store.board import build_board
 from store.catalog import Board, Catalog
@@ -53,20 +50,20 @@ SHUTDOWN_SECONDS = 10.0
 VERSION = "0.1.0"
 
 
-def build_slack_client(settings: Settings) -> AsyncWebClient:
+def build_slack_client(
+    settings: Settings, metrics: Metrics | None = None
+) -> AsyncWebClient:
     """A Web API client at SLACK_API_URL that retries 429s, 5xx and dropped
-    connections the way slack_sdk's built-in handlers do."""
+    connections with slack_sdk's built-in handlers, counted in the metrics."""
     assert settings.slack_bot_token is not None
-    return AsyncWebClient(
+    client = MeteredWebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
         timeout=15,
-        retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
-            AsyncServerErrorRetryHandler(max_retry_count=2),
-        ],
+        retry_handlers=counted_retry_handlers(metrics),
     )
+    client.metrics = metrics
+    return client
 
 
 class Service:
@@ -78,6 +75,12 @@ class Service:
         self.store = StatusStore(settings.data_dir, max_rows=settings.max_rows)
         self.catalog: Catalog = load_catalog(settings)
         self.keyring = Keyring()
+        self.metrics = Metrics()
+        self.store.write_observer = self.metrics.store_write_seconds.observe
+        self.limiters = {
+            "GET": RateLimiter(parse_rate_limit(settings.rate_limit_get)),
+            "POST": RateLimiter(parse_rate_limit(settings.rate_limit_post)),
+        }
         self.slack: AsyncWebClient | None = None
         self.publishers: dict[Board, BoardPublisher] = {}
         self.web_app = web.Application(client_max_size=1024 * 1024)
@@ -140,9 +143,14 @@ class Service:
                 lambda board=board: self.render(board),  # type: ignore[misc]
                 self._target(board),
                 self.settings.canvas_debounce_seconds,
+                on_publish=self.metrics.observe_publish,
             )
 
     def _on_store_change(self, snapshot: Snapshot, changes: Sequence[Change]) -> None:
+        for change in changes:
+            self.metrics.updates.labels(
+                change.update.status.value, str(change.changed).lower()
+            ).inc()
         boards = {
             self._board_of(change.update.app) for change in changes if change.changed
         }
@@ -181,7 +189,7 @@ class Service:
         await self.store.open()
         self._load_keys()
         if settings.mode != "local":
-            self.slack = build_slack_client(settings)
+            self.slack = build_slack_client(settings, self.metrics)
             await self._identify()
         self._build_publishers()
         self.store.subscribe(self._on_store_change)
@@ -191,9 +199,19 @@ class Service:
             self.store, self.keyring, lambda: self.catalog, self.sync_canvases
         )
         trusted = parse_networks(settings.trusted_proxies)
-        self.web_app.middlewares.append(build_middleware(self.keyring, lambda: trusted))
+        self.web_app.middlewares.append(
+            build_middleware(
+                self.keyring,
+                lambda: trusted,
+                on_request=self.metrics.observe_request,
+                limiter_for=lambda method: self.limiters.get(
+                    "GET" if method in ("GET", "HEAD") else "POST"
+                ),
+            )
+        )
         api.add_routes(self.web_app)
         self.web_app.router.add_get("/health", self.health)
+        self.web_app.router.add_get("/metrics", self.metrics.handle)
 
         self.runner = web.AppRunner(self.web_app, access_log=None)
         await self.runner.setup()

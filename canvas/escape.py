@@ -3,8 +3,8 @@
 Text from a webhook must not break a table, add a link or an image, or mention
 anyone. Canvas markdown renders ``![](@U123)`` as a mention and ``[text](url)`` as
 a link, so the characters that open markdown constructs are backslash-escaped
-(CommonMark escapes, and ``\|`` inside GFM tables), and bare URLs are broken so that
-they do not autolink or unfurl.
+(CommonMark escapes; GFM tables take a backslash before a pipe too), and bare URLs
+are broken so that they do not autolink or unfurl.
 
 NOTE: Slack documents no escaping for canvas markdown. This relies on its parser
 honouring CommonMark backslash escapes; if it does not, readers see the backslashes,

@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from handlers.auth import Keyring
+from handlers.ratelimit import RateLimiter, retry_after_header
 from handlers.validation import ValidationProblem
 from handlers.webhook import KEY_LABEL, error_response
 
@@ -62,9 +63,11 @@ def build_middleware(
     keyring: Keyring,
     trusted_proxies: Callable[[], list[Network]],
     on_request: Callable[[str, str, int, float], None] | None = None,
+    limiter_for: Callable[[str], RateLimiter | None] = lambda method: None,
 ) -> Any:
     """Return the aiohttp middleware. ``on_request(route, method, status, seconds)``
-    feeds metrics."""
+    feeds metrics; ``limiter_for(method)`` gives the per-key rate limit of a method.
+    """
 
     async def dispatch(
         request: web.Request, handler: Handler, client: str
@@ -78,6 +81,12 @@ def build_middleware(
                     return _reject(request, client), label
                 label = matched
                 request[KEY_LABEL] = matched
+                limiter = limiter_for(request.method)
+                wait = (
+                    limiter.acquire(f"{request.method}:{matched}") if limiter else None
+                )
+                if wait is not None:
+                    return _rate_limited(request, client, matched, wait), label
             return await handler(request), label
         except ValidationProblem as problem:
             response = error_response(
@@ -139,6 +148,27 @@ def build_middleware(
                 on_request(route, request.method, status, elapsed)
 
     return middleware
+
+
+def _rate_limited(
+    request: web.Request, client: str, label: str, wait: float
+) -> web.Response:
+    log.warning(
+        "rate limited client=%s method=%s path=%s key=%s retry_after=%.1f",
+        client,
+        request.method,
+        _quote(request.path),
+        label,
+        wait,
+    )
+    return error_response(
+        429,
+        "rate_limited",
+        f"too many {request.method} requests for key {label}; retry after "
+        f"{retry_after_header(wait)} s, or raise EPMPULSE_RATE_LIMIT_"
+        f"{'GET' if request.method == 'GET' else 'POST'}",
+        headers={"Retry-After": retry_after_header(wait)},
+    )
 
 
 def _reject(request: web.Request, client: str) -> web.Response:

@@ -82,6 +82,7 @@ class StatusStore:
         self.max_rows = max_rows
         self.last_write_error: str | None = None
         self.last_write_seconds: float | None = None
+        self.write_observer: Callable[[float], None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._storage: AtomicJSONStorage | None = None
         self._db: TinyDB | None = None
@@ -249,6 +250,8 @@ class StatusStore:
             return
         self.last_write_seconds = time.perf_counter() - started
         self.last_write_error = None
+        if self.write_observer is not None:
+            self.write_observer(self.last_write_seconds)
 
         self._rows = rows
         self._meta.update(meta)

@@ -61,7 +61,7 @@ class ServerProcess:
         self.session.headers["Authorization"] = f"Bearer {self.env['EPMPULSE_API_KEY']}"
 
     def start(self, timeout: float = 15.0) -> ServerProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bot", "serve"],
             env=self.env,

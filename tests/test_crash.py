@@ -39,7 +39,8 @@ def _post_forever(
 
 def test_kill_9_loses_no_acknowledged_update(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    server = ServerProcess(data_dir).start()
+    unlimited = {"EPMPULSE_RATE_LIMIT_POST": "1000000 per minute"}
+    server = ServerProcess(data_dir, unlimited).start()
     acked: dict[int, int] = {}
     stop = threading.Event()
     threads = [
@@ -58,7 +59,7 @@ def test_kill_9_loses_no_acknowledged_update(tmp_path: Path) -> None:
     state = json.loads((data_dir / "epmpulse.json").read_text())
     assert "rows" in state
 
-    with ServerProcess(data_dir, port=server.port) as restarted:
+    with ServerProcess(data_dir, unlimited, port=server.port) as restarted:
         rows = restarted.get("/api/v1/status").json()["apps"]["Crash"]
         history = restarted.get("/api/v1/history?app=Crash&limit=1000").json()
     for row, last_acked in acked.items():
