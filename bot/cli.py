@@ -146,6 +146,34 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_epm_login(args: argparse.Namespace) -> int:
+    from bot.pull import epm_auth_settings, token_store
+    from epm.auth import DeviceAuthorization, device_login
+    from epm.errors import EpmError
+
+    settings, problems = load_settings()
+    if settings is None:
+        print_problems(problems)
+        return 2
+
+    def show(device: DeviceAuthorization) -> None:
+        print(f"Open {device.verification_uri} and enter the code {device.user_code}")
+        print("Waiting for the sign-in to finish...")
+
+    try:
+        asyncio.run(
+            device_login(epm_auth_settings(settings), token_store(settings), show)
+        )
+    except (ValueError, EpmError, OSError) as exc:
+        print(f"EPM sign-in failed: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"Signed in. The refresh token is stored in {settings.secrets_dir}; "
+        "pull mode uses it from now on."
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="epmpulse",
@@ -193,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="public https URL for HTTP mode (default: Socket Mode manifest)",
     )
     manifest.set_defaults(func=cmd_manifest)
+    login = sub.add_parser(
+        "epm-login",
+        help="sign in to Oracle EPM with the OAuth device-code flow and store "
+        "the refresh token for pull mode",
+    )
+    login.set_defaults(func=cmd_epm_login)
     return parser
 
 

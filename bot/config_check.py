@@ -18,7 +18,7 @@ from bot.settings import Settings
 from handlers.ratelimit import parse_rate_limit
 from store.catalog import Catalog, CatalogError
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "info"]
 
 # Values copied from the deployment guide's example .env, never real ones.
 PLACEHOLDERS = {
@@ -304,7 +304,57 @@ def load_catalog(settings: Settings) -> Catalog:
 
 def _check_catalog(settings: Settings) -> list[Problem]:
     try:
-        load_catalog(settings)
+        catalog = load_catalog(settings)
     except CatalogError as exc:
         return [Problem("error", "EPMPULSE_APPS_CONFIG", str(exc))]
-    return []
+    return _check_pull_mode(settings, catalog)
+
+
+def _check_pull_mode(settings: Settings, catalog: Catalog) -> list[Problem]:
+    from bot.pull import auth_method_summary, epm_auth_settings, token_store
+    from epm.auth import client_credentials_warning
+    from epm.config import EpmBlock
+
+    problems: list[Problem] = []
+    epm_apps = [app for app in catalog.apps if app.epm is not None]
+    for app in epm_apps:
+        try:
+            EpmBlock.model_validate(app.epm)
+        except ValidationError as exc:
+            for error in exc.errors():
+                where = ".".join(str(part) for part in error["loc"])
+                problems.append(
+                    Problem(
+                        "error",
+                        "EPMPULSE_APPS_CONFIG",
+                        f"app {app.name}: epm.{where}: {error['msg']}",
+                    )
+                )
+    if not epm_apps:
+        return problems
+    method = auth_method_summary(settings)
+    if method is None:
+        problems.append(
+            Problem(
+                "warning",
+                "EPM_USERNAME",
+                "apps.json has epm blocks but no EPM sign-in is configured, so pull "
+                "mode is off: run 'epmpulse epm-login' (with EPM_TOKEN_URL, "
+                "EPM_CLIENT_ID and EPM_SCOPE) or set EPM_USERNAME and EPM_PASSWORD",
+            )
+        )
+        return problems
+    problems.append(Problem("info", "EPM", f"pull mode will sign in with {method}"))
+    stored = token_store(settings).load()
+    warning = client_credentials_warning(epm_auth_settings(settings), stored)
+    if warning:
+        problems.append(Problem("warning", "EPM_CLIENT_SECRET", warning))
+    if settings.epm_username and settings.epm_password is None:
+        problems.append(
+            Problem(
+                "error",
+                "EPM_PASSWORD",
+                "missing: Basic sign-in needs EPM_PASSWORD with EPM_USERNAME",
+            )
+        )
+    return problems

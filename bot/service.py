@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config_check import load_catalog
 from bot.keys import keys_from_settings, load_or_generate_key
 from bot.metrics import MeteredWebClient, Metrics, counted_retry_handlers
+from bot.pull import PullMode, auth_method_summary
 from bot.settings import Settings
 from canvas.publisher import BoardPublisher, PublishTarget
 from canvas.render import render_board
@@ -28,9 +29,11 @@ from canvas.targets import FileTarget, SlackCanvasTarget
 from handlers.auth import Keyring
 from handlers.middleware import build_middleware, parse_networks
 from handlers.ratelimit import RateLimiter, parse_rate_limit
+from handlers.watch import WatchApi
 from handlers.webhook import WebhookApi
 from store.board import build_board
 from store.catalog import Board, Catalog
+from store.lock import DataDirLock
 from store.models import Change, Snapshot
 from store.store import StatusStore
 
@@ -73,6 +76,7 @@ class Service:
         self.settings = settings
         self.tz = zoneinfo.ZoneInfo(settings.timezone)
         self.store = StatusStore(settings.data_dir, max_rows=settings.max_rows)
+        self.data_lock = DataDirLock(settings.data_dir)
         self.catalog: Catalog = load_catalog(settings)
         self.keyring = Keyring()
         self.metrics = Metrics()
@@ -88,6 +92,7 @@ class Service:
         self.started_at = datetime.now(UTC)
         self.slack_identity: dict[str, Any] = {}
         self.components: list[Component] = []
+        self.pull: PullMode | None = None
         self._stopping = asyncio.Event()
 
     # --- wiring ------------------------------------------------------------
@@ -109,7 +114,16 @@ class Service:
             stuck_after=self.settings.stuck_after,
             boards=self.active_boards,
         )
-        return render_board(view, tz=self.tz, now=now)
+        return render_board(view, tz=self.tz, now=now, notice=self.maintenance_notice())
+
+    def maintenance_notice(self) -> str | None:
+        """The line every surface shows while EPM is in maintenance."""
+        if self.pull is not None and self.pull.maintenance:
+            return (
+                ":construction: EPM maintenance: the pods answer 503, job polling "
+                "resumes when the daily maintenance ends"
+            )
+        return None
 
     def _target(self, board: Board) -> PublishTarget:
         if self.slack is None:
@@ -171,6 +185,34 @@ class Service:
 
     def _build_components(self) -> None:
         """Create the optional parts; each adds its routes before the server starts."""
+        self._build_pull_mode()
+        if self.settings.mode in ("socket", "http"):
+            from bot.slack_app import build_slack_app
+
+            self.components.append(build_slack_app(self))
+
+    def _build_pull_mode(self) -> None:
+        """Pull mode runs when an app has an ``epm`` block and EPM sign-in is set."""
+        has_epm_app = any(app.epm for app in self.catalog.apps)
+        if has_epm_app and auth_method_summary(self.settings) is not None:
+            self.pull = PullMode(
+                self.settings,
+                self.store,
+                lambda: self.catalog,
+                on_maintenance=self._on_epm_maintenance,
+            )
+            self.store.subscribe(self.pull.on_store_change)
+            self.components.append(self.pull)
+        elif has_epm_app:
+            log.info(
+                "apps.json has epm blocks but no EPM sign-in is configured: "
+                "pull mode is off"
+            )
+        WatchApi(self.pull.watch if self.pull else None).add_routes(self.web_app)
+
+    def _on_epm_maintenance(self, active: bool) -> None:
+        for publisher in self.publishers.values():
+            publisher.notify()
 
     def _load_keys(self) -> None:
         keys = keys_from_settings(self.settings)
@@ -186,7 +228,13 @@ class Service:
 
     async def start(self) -> None:
         settings = self.settings
-        await self.store.open()
+        # The lock stops a second server on this data dir, and restore under us.
+        self.data_lock.acquire()
+        try:
+            await self.store.open()
+        except BaseException:
+            self.data_lock.release()
+            raise
         self._load_keys()
         if settings.mode != "local":
             self.slack = build_slack_client(settings, self.metrics)
@@ -242,6 +290,11 @@ class Service:
     async def _identify(self) -> None:
         assert self.slack is not None
         mode = self.settings.mode
+        if mode == "socket" and self.settings.slack_signing_secret is not None:
+            log.info(
+                "SLACK_APP_TOKEN and SLACK_SIGNING_SECRET are both set: using "
+                "Socket Mode; the signing secret is not used"
+            )
         try:
             identity = await self.slack.auth_test()
         except Exception as exc:  # Slack down must not stop the webhook.
@@ -285,6 +338,7 @@ class Service:
         if self.runner is not None:
             await self.runner.cleanup()
         await self.store.close()
+        self.data_lock.release()
         log.info("stopped")
 
     async def run(self) -> None:
@@ -332,6 +386,12 @@ class Service:
         for board, publisher in self.publishers.items():
             checks[f"publish_{board}"] = publisher.last_error or "ok"
         healthy = self.store.last_write_error is None
+        from bot.slack_app import SlackApp
+
+        for component in self.components:
+            if isinstance(component, SlackApp):
+                checks.update(component.health_checks())
+                healthy = healthy and component.healthy
         body = {
             "status": "healthy" if healthy else "unhealthy",
             "version": VERSION,

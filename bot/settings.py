@@ -119,6 +119,9 @@ class Settings(BaseSettings):
 
     # --- Oracle EPM (pull mode) ----------------------------------------------
     epm_poll_seconds: Duration = Field(30.0, validation_alias=_env("EPM_POLL_SECONDS"))
+    epm_maintenance_retry_seconds: Duration = Field(
+        120.0, validation_alias=_env("EPM_MAINTENANCE_RETRY_SECONDS")
+    )
     epm_username: str | None = Field(None, validation_alias=_env("EPM_USERNAME"))
     epm_password: SecretStr | None = Field(None, validation_alias=_env("EPM_PASSWORD"))
     epm_token_url: str | None = Field(None, validation_alias=_env("EPM_TOKEN_URL"))
