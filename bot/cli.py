@@ -31,6 +31,12 @@ def print_problems(problems: Sequence[Problem]) -> None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings, problems = load_settings()
     print_problems(problems)
+    if args.slack and settings is not None:
+        from bot.slack_check import check_slack
+
+        slack_problems = asyncio.run(check_slack(settings))
+        print_problems(slack_problems)
+        problems += slack_problems
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         print(

@@ -101,7 +101,12 @@ class HistoryLog:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{day.isoformat()}.jsonl"
         is_new = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, self.file_mode)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, self.file_mode)
+        # A crash mid-append can leave a partial last line. End it, so the next
+        # event starts a line of its own instead of joining the broken one.
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.write(fd, b"\n")
         self._handle = os.fdopen(fd, "ab")
         self._handle_day = day
         if is_new:

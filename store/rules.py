@@ -80,7 +80,8 @@ def _run_bounds(
         if run_open:
             assert before is not None
             return before.run_started_at, update.timestamp
-        return update.timestamp, update.timestamp
+        # An OK that ends no run has no known start, so no duration ("took 0s").
+        return None, None
     if run_open:
         assert before is not None
         return before.run_started_at, None

@@ -119,6 +119,11 @@ class StatusStore:
             self._rows[key] = record
             self._doc_ids[key] = doc.doc_id
         for doc in self._db.table("meta").all():
+            if "key" not in doc or "value" not in doc:
+                raise StoreCorruptError(
+                    f"data file {self.db_path} has an invalid meta entry "
+                    f"{dict(doc)!r}. Restore it from a backup or move it away."
+                )
             self._meta[str(doc["key"])] = doc["value"]
 
     async def drain(self) -> None:
@@ -243,10 +248,13 @@ class StatusStore:
                 sum(len(p.updates) for p in batch),
                 self.last_write_error,
             )
-            error = StoreUnavailable(self.last_write_error)
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(error)
+            self._fail(batch, StoreUnavailable(self.last_write_error))
+            return
+        except Exception as exc:
+            # A bug such as a meta value that JSON cannot encode. The callers get
+            # the error instead of waiting forever, and the writer keeps running.
+            log.exception("store write failed with an unexpected error")
+            self._fail(batch, exc)
             return
         self.last_write_seconds = time.perf_counter() - started
         self.last_write_error = None
@@ -263,6 +271,12 @@ class StatusStore:
                 pending.future.set_result(changes)
         if changed_keys:
             self._notify(all_changes)
+
+    @staticmethod
+    def _fail(batch: list[_Pending], error: Exception) -> None:
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(error)
 
     def _write(
         self,
@@ -335,7 +349,8 @@ def record_to_doc(record: Record) -> dict[str, Any]:
 def record_from_doc(doc: dict[str, Any]) -> Record:
     timestamp = _parse(doc["timestamp"])
     received = _parse(doc["received_at"])
-    assert timestamp is not None and received is not None
+    if timestamp is None or received is None:
+        raise ValueError("timestamp and received_at must be set")
     return Record(
         app=doc["app"],
         domain=doc["domain"],
