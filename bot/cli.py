@@ -45,9 +45,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         )
         return 1
     assert settings is not None
+    checked = ", Slack checks passed" if args.slack else ""
     print(
         f"configuration OK (mode {settings.mode}, env {settings.env}, "
-        f"data dir {settings.data_dir})"
+        f"data dir {settings.data_dir}{checked})"
     )
     return 0
 
@@ -64,6 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     from bot.logs import configure_logging
     from bot.service import Service
+    from store.lock import DataDirLocked
     from store.tinydb_storage import StoreCorruptError
 
     configure_logging(
@@ -75,7 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print_problems(problems)
     try:
         asyncio.run(Service(settings).run())
-    except StoreCorruptError as exc:
+    except (StoreCorruptError, DataDirLocked) as exc:
         print(f"EPMPulse did not start: {exc}", file=sys.stderr)
         return 3
     except OSError as exc:
@@ -233,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the refresh token for pull mode",
     )
     login.set_defaults(func=cmd_epm_login)
+
+    from bot.admin_cli import add_admin_commands
+
+    add_admin_commands(sub)
     return parser
 
 

@@ -221,8 +221,9 @@ def _check_slack(settings: Settings) -> list[Problem]:
                 Problem(
                     "warning",
                     "SLACK_ARCS_CHANNEL_ID",
-                    "apps.json puts apps on the arcs board but no ARCS channel or "
-                    "canvas is set; they are shown on the main board",
+                    "no ARCS channel or canvas is set, so the apps of the arcs "
+                    "board (an app named ARCS, unless apps.json says otherwise) "
+                    "are shown on the main board",
                 )
             )
     if not settings.slack_api_url.startswith(

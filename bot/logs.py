@@ -16,8 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 REDACTED = "[redacted]"
+# Slack tokens: xoxb-/xoxp-/... access tokens, xoxe- refresh tokens (token
+# rotation) and xapp- app-level tokens.
 _TOKEN_PATTERNS = re.compile(
-    r"(xox[abposr]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+"
+    r"(xox[abeposr]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+"
     r"|(?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,})"
 )
 
@@ -39,7 +41,12 @@ class RedactingFilter(logging.Filter):
         return _TOKEN_PATTERNS.sub(REDACTED, text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            # A log call whose arguments do not fit its format must not raise
+            # into the caller, as it would from a filter. Keep both parts.
+            message = f"{record.msg} (format arguments: {record.args!r})"
         redacted = self.redact(message)
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)

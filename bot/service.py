@@ -118,6 +118,10 @@ class Service:
 
     def maintenance_notice(self) -> str | None:
         """The line every surface shows while EPM is in maintenance."""
+        alerting = getattr(self, "alerting", None)
+        notice = alerting.maintenance_notice(self.tz) if alerting else None
+        if notice is not None:
+            return str(notice)
         if self.pull is not None and self.pull.maintenance:
             return (
                 ":construction: EPM maintenance: the pods answer 503, job polling "
@@ -186,6 +190,23 @@ class Service:
     def _build_components(self) -> None:
         """Create the optional parts; each adds its routes before the server starts."""
         self._build_pull_mode()
+        from alerts.component import build_alerting
+        from store.retention import RetentionTask
+
+        pull = self.pull
+        self.alerting = build_alerting(
+            self.settings,
+            self.store,
+            lambda: self.catalog,
+            self.active_boards,
+            self.publishers,
+            lambda: self.slack_identity,
+            epm_maintenance=lambda: pull is not None and pull.maintenance,
+        )
+        if pull is not None:
+            pull.on_admin_problem = self.alerting.on_epm_problem
+        self.components.append(self.alerting)
+        self.components.append(RetentionTask(self.store, self.settings.history_days))
         if self.settings.mode in ("socket", "http"):
             from bot.slack_app import build_slack_app
 
@@ -295,6 +316,11 @@ class Service:
                 "SLACK_APP_TOKEN and SLACK_SIGNING_SECRET are both set: using "
                 "Socket Mode; the signing secret is not used"
             )
+        if mode == "publish-only":
+            log.info(
+                "no SLACK_APP_TOKEN or SLACK_SIGNING_SECRET: canvases are "
+                "published, the slash command and App Home are off"
+            )
         try:
             identity = await self.slack.auth_test()
         except Exception as exc:  # Slack down must not stop the webhook.
@@ -311,16 +337,14 @@ class Service:
             self.slack_identity.get("team"),
             self.slack_identity.get("user"),
         )
-        if mode == "publish-only":
-            log.info(
-                "no SLACK_APP_TOKEN or SLACK_SIGNING_SECRET: canvases are "
-                "published, the slash command and App Home are off"
-            )
 
     async def stop(self) -> None:
         log.info("shutting down: finishing writes and the last canvas publish")
         if self.runner is not None:
-            await self.runner.shutdown()
+            # Stop listening and finish the requests in flight first: an update
+            # acknowledged after the last publish would be missing from the canvas.
+            await self.runner.cleanup()
+            self.runner = None
         for component in reversed(self.components):
             try:
                 await component.stop()
@@ -335,8 +359,6 @@ class Service:
                     SHUTDOWN_SECONDS,
                 )
             await publisher.close()
-        if self.runner is not None:
-            await self.runner.cleanup()
         await self.store.close()
         self.data_lock.release()
         log.info("stopped")
@@ -385,6 +407,9 @@ class Service:
         }
         for board, publisher in self.publishers.items():
             checks[f"publish_{board}"] = publisher.last_error or "ok"
+        alerting = getattr(self, "alerting", None)
+        if alerting is not None:
+            checks["alerts"] = alerting.health()
         healthy = self.store.last_write_error is None
         from bot.slack_app import SlackApp
 

@@ -18,7 +18,7 @@ import re
 # CommonMark lets a backslash escape any ASCII punctuation character.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()#!|<>~])")
 _URL_SCHEME = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):/")
-_WWW = re.compile(r"(?i)\bwww\.")
+_WWW = re.compile(r"(?i)\b(www)\.")
 _WHITESPACE = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2028\u2029\u202a-\u202e]")
 
@@ -44,7 +44,7 @@ def canvas_text(text: str | None, max_length: int) -> str:
     cleaned = truncate(single_line(text), max_length)
     escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", cleaned)
     escaped = _URL_SCHEME.sub(r"\1\\:/", escaped)
-    return _WWW.sub(r"www\\.", escaped)
+    return _WWW.sub(r"\1\\.", escaped)
 
 
 def mrkdwn_text(text: str | None, max_length: int) -> str:

@@ -12,7 +12,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from canvas.publisher import PublishError
-from store.files import write_atomic
+from store.files import ensure_private_dir, write_atomic
+from store.store import DATA_DIR_MODE, DATA_FILE_MODE
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ class FileTarget:
 
     async def publish(self, markdown: str) -> str:
         def write() -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path, markdown.encode(), 0o640)
+            ensure_private_dir(self.path.parent, DATA_DIR_MODE)
+            write_atomic(self.path, markdown.encode(), DATA_FILE_MODE)
 
         try:
             await self.run_io(write)

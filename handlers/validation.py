@@ -225,7 +225,17 @@ def _timestamp(
         ) from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    parsed = parsed.astimezone(UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError as exc:
+        # A time at the edge of year 1 or 9999 whose offset moves it out of range.
+        raise ValidationProblem(
+            "invalid_timestamp",
+            f"{where} {value!r} is out of range. Send the time of the job, e.g. "
+            "2026-12-04T17:20:00Z",
+            where,
+            value,
+        ) from exc
     if parsed - received_at > MAX_CLOCK_SKEW:
         notes.append(
             f"{where} {value!r} is more than 5 minutes in the future; the time "

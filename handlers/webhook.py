@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,8 @@ MAX_BATCH_BYTES = 64 * 1024
 MAX_BATCH_UPDATES = 100
 
 KEY_LABEL = web.RequestKey("key_label", str)
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 SyncCanvases = Callable[[], Awaitable[list[dict[str, Any]]]]
 
@@ -226,6 +229,16 @@ def _result(parsed: ParsedUpdate, change: Change) -> dict[str, Any]:
     return result
 
 
+def _too_large(max_bytes: int) -> ValidationProblem:
+    # Built only on failure: every request passes through read_json.
+    return ValidationProblem(
+        "payload_too_large",
+        f"the body is larger than {max_bytes // 1024} KB; send smaller messages "
+        "or split a batch",
+        status=413,
+    )
+
+
 async def read_json(request: web.Request, max_bytes: int) -> Any:
     """Read and parse a JSON body of at most ``max_bytes``; raise ValidationProblem."""
     if request.content_type not in ("application/json",) and not (
@@ -239,14 +252,8 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
             request.content_type,
             status=415,
         )
-    too_large = ValidationProblem(
-        "payload_too_large",
-        f"the body is larger than {max_bytes // 1024} KB; send smaller messages "
-        "or split a batch",
-        status=413,
-    )
     if request.content_length is not None and request.content_length > max_bytes:
-        raise too_large
+        raise _too_large(max_bytes)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -255,13 +262,49 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
             break
         size += len(chunk)
         if size > max_bytes:
-            raise too_large
+            raise _too_large(max_bytes)
         chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks))
+        payload = json.loads(b"".join(chunks))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValidationProblem(
             "invalid_json",
             f"the body is not valid JSON ({exc}); check quotes and commas",
             status=400,
         ) from exc
+    except (ValueError, RecursionError) as exc:
+        # json.loads raises these for an integer of more than 4300 digits (Python's
+        # int conversion limit) and for arrays or objects nested too deeply.
+        raise ValidationProblem(
+            "invalid_json",
+            "the body has a number too long or arrays or objects nested too deeply "
+            "to read; send status objects as documented",
+            status=400,
+        ) from exc
+    if _has_lone_surrogate(payload):
+        raise ValidationProblem(
+            "invalid_json",
+            "the body contains an unpaired surrogate escape such as \\udc80, which "
+            "is no Unicode character and cannot be shown or stored as text",
+            status=400,
+        )
+    return payload
+
+
+def _has_lone_surrogate(payload: Any) -> bool:
+    """Look for ``\\ud800``-``\\udfff`` escapes, which json.loads accepts alone.
+
+    Iterative, because json.loads accepts nesting deeper than a recursive walk may go.
+    """
+    pending = [payload]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False

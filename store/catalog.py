@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from store.durations import parse_duration
+from store.smoke import is_smoke_test_row
 
 Board = Literal["main", "arcs"]
 BOARDS: tuple[Board, ...] = ("main", "arcs")
@@ -114,8 +115,9 @@ class Catalog:
         """Return the configured spelling of an app and domain.
 
         Raises UnknownRow when apps.json lists the apps and this one is not there.
+        The smoke-test row (store.smoke) is accepted either way.
         """
-        if self.is_open:
+        if self.is_open or is_smoke_test_row(app, domain):
             return app, domain
         app_config = self.app(app)
         if app_config is None:
@@ -178,4 +180,12 @@ class Catalog:
                 f"apps config {path} lists an app more than once: "
                 f"{', '.join(duplicates)}"
             )
+        for app in parsed.apps:
+            domains = [domain.name.casefold() for domain in app.domains]
+            repeated = sorted({name for name in domains if domains.count(name) > 1})
+            if repeated:
+                raise CatalogError(
+                    f"apps config {path}: app {app.name} lists a domain more than "
+                    f"once: {', '.join(repeated)}"
+                )
         return cls(parsed.apps, path)

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from store.files import fsync_directory, write_atomic
+from store.files import ensure_private_dir, fsync_directory, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,12 @@ class HistoryEvent:
 class HistoryLog:
     """Not thread-safe, so only the writer thread uses it."""
 
-    def __init__(self, directory: Path, file_mode: int = 0o640) -> None:
+    def __init__(
+        self, directory: Path, file_mode: int = 0o640, dir_mode: int = 0o750
+    ) -> None:
         self.directory = directory
         self.file_mode = file_mode
+        self.dir_mode = dir_mode
         self._handle: IO[bytes] | None = None
         self._handle_day: date | None = None
 
@@ -98,10 +101,12 @@ class HistoryLog:
         if self._handle is not None and self._handle_day == day:
             return self._handle
         self.close()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.directory, self.dir_mode)
         path = self.directory / f"{day.isoformat()}.jsonl"
         is_new = not path.exists()
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, self.file_mode)
+        # The umask narrows the mode of a new file, and an old file may have another.
+        os.fchmod(fd, self.file_mode)
         # A crash mid-append can leave a partial last line. End it, so the next
         # event starts a line of its own instead of joining the broken one.
         size = os.fstat(fd).st_size

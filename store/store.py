@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -95,6 +95,7 @@ class StatusStore:
         self._writer: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._closed = False
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -132,10 +133,15 @@ class StatusStore:
             await self._idle.wait()
 
     async def close(self) -> None:
+        """Finish queued writes and stop the writer thread. A second call does
+        nothing."""
+        if self._closed:
+            return
         await self.drain()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self.history.close)
         self._executor.shutdown(wait=True)
+        self._closed = True
 
     # --- reading -------------------------------------------------------------
 
@@ -292,14 +298,21 @@ class StatusStore:
             return
         table = self._db.table("rows")
         new_ids: dict[RowKey, int] = {}
+        updated: dict[RowKey, dict[str, Any]] = {}
         try:
             for key in changed_keys:
                 doc = record_to_doc(rows[key])
-                doc_id = self._doc_ids.get(key)
-                if doc_id is None:
-                    new_ids[key] = table.insert(doc)
+                if key in self._doc_ids:
+                    updated[key] = doc
                 else:
-                    table.update(doc, doc_ids=[doc_id])
+                    new_ids[key] = table.insert(doc)
+            if updated:
+                # One update() for the whole group, because TinyDB copies the
+                # whole table on every call.
+                def merge(stored: MutableMapping[str, Any]) -> None:
+                    stored.update(updated[(stored["app"], stored["domain"])])
+
+                table.update(merge, doc_ids=[self._doc_ids[key] for key in updated])
             meta_table = self._db.table("meta")
             for name, value in meta.items():
                 meta_table.upsert({"key": name, "value": value}, Query().key == name)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,12 @@ class ServerProcess:
         data_dir: Path,
         env: dict[str, str] | None = None,
         port: int | None = None,
+        command_prefix: Sequence[str] = (),
     ) -> None:
+        """``command_prefix`` runs before ``python -m bot serve``, e.g. ``unshare``;
+        it must exec the server, so that ``process.pid`` is the server's."""
         self.data_dir = data_dir
+        self.command_prefix = list(command_prefix)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
@@ -63,7 +68,7 @@ class ServerProcess:
     def start(self, timeout: float = 15.0) -> ServerProcess:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "serve"],
+            [*self.command_prefix, sys.executable, "-m", "bot", "serve"],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

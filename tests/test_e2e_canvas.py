@@ -88,7 +88,11 @@ def test_demo_close_ends_on_the_canvases(slack: FakeSlack, tmp_path: Path) -> No
         assert len(changes) == 1
         assert changes[0]["operation"] == "replace"
     persisted = json.loads((tmp_path / "data" / "epmpulse.json").read_text())
-    stored_ids = {doc["value"] for doc in persisted["meta"].values()}
+    stored_ids = {
+        doc["value"]
+        for doc in persisted["meta"].values()
+        if isinstance(doc["value"], str)
+    }
     assert {main_id, arcs_id} <= stored_ids
 
 
