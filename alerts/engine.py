@@ -514,8 +514,8 @@ def _status_name(outcome: str | None) -> str:
 def _run_id(record: Record) -> str:
     if record.job_id:
         return f"job:{record.job_id}"
-    if record.run_started_at is not None:
-        return f"run:{record.run_started_at.isoformat()}"
+    if record.run_first_seen_at is not None:
+        return f"run:{record.run_first_seen_at.isoformat()}"
     return "none"
 
 

@@ -17,6 +17,7 @@ from bot.keys import KeyConfigError, keys_from_settings
 from bot.settings import Settings
 from handlers.ratelimit import parse_rate_limit
 from store.catalog import Catalog, CatalogError
+from store.maintenance import parse_maintenance
 
 Severity = Literal["error", "warning", "info"]
 
@@ -280,6 +281,11 @@ def _check_general(settings: Settings) -> list[Problem]:
             parse_rate_limit(value, setting)
         except ValueError as exc:
             problems.append(Problem("error", setting, str(exc)))
+    if settings.maintenance is not None:
+        try:
+            parse_maintenance(settings.maintenance)
+        except ValueError as exc:
+            problems.append(Problem("error", "EPMPULSE_MAINTENANCE", str(exc)))
     unknown_alerts = [
         s for s in settings.alert_on if s.capitalize() not in {"Error", "Warning"}
     ]

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 
+from alerts.component import AlertsComponent
 from bot.config_check import load_catalog
 from bot.keys import keys_from_settings, load_or_generate_key
 from bot.metrics import MeteredWebClient, Metrics, counted_retry_handlers
@@ -93,6 +94,7 @@ class Service:
         self.slack_identity: dict[str, Any] = {}
         self.components: list[Component] = []
         self.pull: PullMode | None = None
+        self.alerting: AlertsComponent | None = None
         self._stopping = asyncio.Event()
 
     # --- wiring ------------------------------------------------------------
@@ -118,7 +120,7 @@ class Service:
 
     def maintenance_notice(self) -> str | None:
         """The line every surface shows while EPM is in maintenance."""
-        alerting = getattr(self, "alerting", None)
+        alerting = self.alerting
         notice = alerting.maintenance_notice(self.tz) if alerting else None
         if notice is not None:
             return str(notice)
@@ -407,9 +409,8 @@ class Service:
         }
         for board, publisher in self.publishers.items():
             checks[f"publish_{board}"] = publisher.last_error or "ok"
-        alerting = getattr(self, "alerting", None)
-        if alerting is not None:
-            checks["alerts"] = alerting.health()
+        if self.alerting is not None:
+            checks["alerts"] = self.alerting.health()
         healthy = self.store.last_write_error is None
         from bot.slack_app import SlackApp
 

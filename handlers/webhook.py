@@ -62,6 +62,7 @@ def record_json(record: Record | None) -> dict[str, Any] | None:
         "received_at": record.received_at.isoformat(),
         "since": record.since.isoformat(),
         "source": record.source,
+        "run_first_seen_at": _iso(record.run_first_seen_at),
         "run_started_at": _iso(record.run_started_at),
         "run_finished_at": _iso(record.run_finished_at),
         "run_duration_seconds": record.run_duration_seconds,

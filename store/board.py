@@ -38,7 +38,7 @@ class RowView:
     def running_seconds(self, now: datetime) -> float | None:
         if self.record is None or self.record.status is not Status.LOADING:
             return None
-        start = self.record.run_started_at or self.record.since
+        start = self.record.run_start or self.record.since
         return max(0.0, (now - start).total_seconds())
 
 
@@ -64,11 +64,15 @@ class BoardView:
 
 
 def is_stuck(record: Record | None, now: datetime, max_runtime: float) -> bool:
-    return (
-        record is not None
-        and record.status is Status.LOADING
-        and (now - record.since).total_seconds() > max_runtime
-    )
+    """Loading for longer than ``max_runtime`` since its run started.
+
+    A later update that starts a new run (another job id) or leaves Loading
+    clears it; a progress update of the same run does not.
+    """
+    if record is None or record.status is not Status.LOADING:
+        return False
+    started = max(record.run_start or record.since, record.since)
+    return (now - started).total_seconds() > max_runtime
 
 
 def max_runtime_of(catalog: Catalog, app: str, domain: str, default: float) -> float:

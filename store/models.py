@@ -90,8 +90,9 @@ class Record:
     """The current status of one app/domain row, as stored.
 
     ``since`` is when the row entered its current status. A run groups the updates
-    of one job: ``run_started_at`` is its first update, ``run_finished_at`` its first
-    terminal status (None while it runs).
+    of one job: ``run_first_seen_at`` is its first update, ``run_started_at`` its
+    first Loading (None if it never ran), ``run_finished_at`` its first terminal
+    status (None while it runs).
     """
 
     app: str
@@ -105,13 +106,22 @@ class Record:
     source: str = "webhook"
     run_started_at: datetime | None = None
     run_finished_at: datetime | None = None
+    run_first_seen_at: datetime | None = None
+
+    @property
+    def run_start(self) -> datetime | None:
+        """When the run began: for a job, its first Loading (else its first update);
+        without a job id, its first non-OK update."""
+        if self.job_id is None:
+            return self.run_first_seen_at or self.run_started_at
+        return self.run_started_at or self.run_first_seen_at
 
     @property
     def run_duration_seconds(self) -> float | None:
         """Length of the last finished run, or None while a run is open."""
-        if self.run_started_at is None or self.run_finished_at is None:
+        if self.run_start is None or self.run_finished_at is None:
             return None
-        return (self.run_finished_at - self.run_started_at).total_seconds()
+        return (self.run_finished_at - self.run_start).total_seconds()
 
     def with_changes(self, **changes: object) -> Record:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -2,8 +2,9 @@
 
 - An update older than the stored one goes to history but does not roll the row back.
 - An update identical to the stored row (status, job id, message) changes nothing.
-- A ``job_id`` ties updates into a run. Without one, a run lasts from the first
-  non-OK update to the next OK.
+- A ``job_id`` ties updates into a run: first seen (its first update), started
+  (its first Loading), finished (its first terminal status). Without a job id, a
+  run lasts from the first non-OK update to the next OK.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def apply_update(
     ):
         return Change(update, before, before, changed=False), None
 
-    run_started, run_finished = _run_bounds(before, update)
+    first_seen, finished = _run_bounds(before, update)
+    started = _run_started(before, update, first_seen)
     since = (
         before.since
         if before is not None and before.status == update.status
@@ -47,17 +49,29 @@ def apply_update(
         job_id=update.job_id,
         message=update.message,
         source=update.source,
-        run_started_at=run_started,
-        run_finished_at=run_finished,
+        run_first_seen_at=first_seen,
+        run_started_at=started,
+        run_finished_at=finished,
     )
     return Change(update, before, after, changed=True), _event(update, True)
+
+
+def _run_started(
+    before: Record | None, update: Update, first_seen: datetime | None
+) -> datetime | None:
+    """The first Loading of the run, if it has had one."""
+    if first_seen is None:
+        return None
+    if before is not None and before.run_first_seen_at == first_seen:
+        if before.run_started_at is not None:
+            return before.run_started_at
+    return update.timestamp if update.status is Status.LOADING else None
 
 
 def _run_bounds(
     before: Record | None, update: Update
 ) -> tuple[datetime | None, datetime | None]:
-    if update.status is Status.BLANK:
-        return None, None
+    """Return when the run of ``update`` was first seen and when it finished."""
     terminal_at = update.timestamp if update.status.is_terminal else None
 
     if update.job_id is not None:
@@ -65,26 +79,28 @@ def _run_bounds(
         if not same_run:
             return update.timestamp, terminal_at
         assert before is not None
-        started = before.run_started_at or update.timestamp
+        started = before.run_first_seen_at or update.timestamp
         finished = before.run_finished_at or terminal_at
         if not update.status.is_terminal:
             finished = None
         return started, finished
 
+    if update.status is Status.BLANK:
+        return None, None
     run_open = (
         before is not None
-        and before.run_started_at is not None
+        and before.run_first_seen_at is not None
         and before.run_finished_at is None
     )
     if update.status is Status.OK:
         if run_open:
             assert before is not None
-            return before.run_started_at, update.timestamp
+            return before.run_first_seen_at, update.timestamp
         # An OK that ends no run has no known start, so no duration ("took 0s").
         return None, None
     if run_open:
         assert before is not None
-        return before.run_started_at, None
+        return before.run_first_seen_at, None
     return update.timestamp, None
 
 

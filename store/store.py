@@ -354,6 +354,7 @@ def record_to_doc(record: Record) -> dict[str, Any]:
         "job_id": record.job_id,
         "message": record.message,
         "source": record.source,
+        "run_first_seen_at": _iso(record.run_first_seen_at),
         "run_started_at": _iso(record.run_started_at),
         "run_finished_at": _iso(record.run_finished_at),
     }
@@ -374,6 +375,7 @@ def record_from_doc(doc: dict[str, Any]) -> Record:
         job_id=doc.get("job_id"),
         message=doc.get("message"),
         source=doc.get("source", "webhook"),
+        run_first_seen_at=_parse(doc.get("run_first_seen_at")),
         run_started_at=_parse(doc.get("run_started_at")),
         run_finished_at=_parse(doc.get("run_finished_at")),
     )

@@ -114,10 +114,28 @@ def test_run_without_job_id_lasts_until_ok(server: ServerProcess) -> None:
 
     row = record(server, "Runs", "NoJob")
 
-    assert datetime.fromisoformat(row["run_started_at"]) == datetime.fromisoformat(
+    assert datetime.fromisoformat(row["run_first_seen_at"]) == datetime.fromisoformat(
         first
     )
     assert row["run_duration_seconds"] == pytest.approx(300, abs=0.01)
+
+
+def test_job_run_records_first_seen_and_first_loading(server: ServerProcess) -> None:
+    queued = ago(400)
+    loading = ago(300)
+    send(server, "Runs", "Queued", "Blank", job_id="95", timestamp=queued)
+    send(server, "Runs", "Queued", "Loading", job_id="95", timestamp=loading)
+    send(server, "Runs", "Queued", "OK", job_id="95", timestamp=ago(100))
+
+    row = record(server, "Runs", "Queued")
+
+    assert datetime.fromisoformat(row["run_first_seen_at"]) == datetime.fromisoformat(
+        queued
+    )
+    assert datetime.fromisoformat(row["run_started_at"]) == datetime.fromisoformat(
+        loading
+    )
+    assert row["run_duration_seconds"] == pytest.approx(200, abs=0.01)
 
 
 def test_history_lists_row_events_newest_first(server: ServerProcess) -> None:
