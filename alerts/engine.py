@@ -420,6 +420,10 @@ class AlertEngine:
         row.outcome = outcome
         self._forget_old_flips(row, now)
         threshold = self.settings.flap_threshold
+        # Starting needs threshold + 1 flips and ending needs only the newest, so
+        # older ones are dropped: the saved state stays small for a row that
+        # flips all day.
+        del row.flips[: -(threshold + 1)]
         if row.flapping is None and len(row.flips) > threshold:
             self._start_flapping(row, record, now)
         return True

@@ -439,6 +439,16 @@ def test_flapping_sends_one_notice_then_quiet() -> None:
     assert len(harness.outbox.sent) == before
 
 
+def test_flapping_state_stays_small() -> None:
+    harness = Harness(flap_threshold=2, bundle_seconds=0.0)
+    flip(harness, 50)
+
+    rows = list(harness.engine.state.rows.values())
+
+    assert len(rows) == 1
+    assert len(rows[0].flips) <= 3
+
+
 def test_flapping_closes_open_alert() -> None:
     harness = Harness(flap_threshold=2, bundle_seconds=0.0)
     flip(harness, 4)
