@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from store.durations import parse_duration
 
@@ -28,6 +28,11 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+# NoDecode hands the raw "a,b" string to _split_csv; without it pydantic-settings
+# parses a list from the environment as JSON and rejects the comma-separated form.
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
 
 class Settings(BaseSettings):
@@ -91,7 +96,7 @@ class Settings(BaseSettings):
     history_days: int = Field(90, ge=1, validation_alias=_env("EPMPULSE_HISTORY_DAYS"))
     stuck_after: Duration = Field(7200.0, validation_alias=_env("EPMPULSE_STUCK_AFTER"))
     maintenance: str | None = Field(None, validation_alias=_env("EPMPULSE_MAINTENANCE"))
-    alert_on: Annotated[list[str], BeforeValidator(_split_csv)] = Field(
+    alert_on: CsvList = Field(
         default_factory=lambda: ["Error", "Warning"],
         validation_alias=_env("EPMPULSE_ALERT_ON"),
     )
@@ -109,7 +114,7 @@ class Settings(BaseSettings):
     rate_limit_get: str = Field(
         "600 per minute", validation_alias=_env("EPMPULSE_RATE_LIMIT_GET")
     )
-    trusted_proxies: Annotated[list[str], BeforeValidator(_split_csv)] = Field(
+    trusted_proxies: CsvList = Field(
         default_factory=list, validation_alias=_env("EPMPULSE_TRUSTED_PROXIES")
     )
     max_rows: int = Field(500, ge=1, validation_alias=_env("EPMPULSE_MAX_ROWS"))

@@ -1,0 +1,162 @@
+"""Log set-up and redaction: configured secrets and token-shaped strings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.logs import REDACTED, RedactingFilter, configure_logging
+
+API_KEY = "epm-key-4f9a2c81d3e54b7a"
+BOT_TOKEN = "xoxb-1111111111-2222222222-AbCdEfGhIjKlMnOp"
+
+TOKENS = {
+    "bot": "xoxb-1111111111-2222222222-AbCdEfGhIjKl",
+    "user": "xoxp-1111111111-2222222222-AbCdEfGhIjKl",
+    "app": "xapp-1-A0123ABCD-1234567890-abcdef0123",
+    "refresh": "xoxe-1-My0xLTEyMzQ1Njc4OTAtYWJjZGVm",
+    "rotated": "xoxe.xoxp-1-Mi0yLTEyMzQ1Njc4OTAtYWJjZGVm",
+    "bearer": "Bearer 9f86d081884c7d659a2feaa0c55ad015",
+    "basic": "Basic dXNlcjpwYXNzd29yZDEyMw==",
+}
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """Restore the root logger after a test that calls configure_logging."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def emit(redactor: RedactingFilter, message: str, *args: object) -> str:
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, message, args, None)
+    redactor.filter(record)
+    return record.getMessage()
+
+
+def test_configured_secret_is_masked() -> None:
+    redactor = RedactingFilter([API_KEY])
+
+    out = emit(redactor, "rejected key %s from %s", API_KEY, "10.0.0.1")
+
+    assert API_KEY not in out
+    assert out == f"rejected key {REDACTED} from 10.0.0.1"
+
+
+def test_longer_secret_is_masked_whole() -> None:
+    redactor = RedactingFilter(["abcdef", "abcdef-longer-secret"])
+
+    out = emit(redactor, "value abcdef-longer-secret")
+
+    assert out == f"value {REDACTED}"
+
+
+@pytest.mark.parametrize("token", TOKENS.values(), ids=TOKENS.keys())
+def test_token_shaped_text_is_masked(token: str) -> None:
+    out = emit(RedactingFilter(), "header %s sent", token)
+
+    assert token not in out
+    assert REDACTED in out
+
+
+def test_ordinary_text_is_kept() -> None:
+    text = "board main: publish to canvas F0123ABCD failed (attempt 2): ratelimited"
+
+    assert emit(RedactingFilter([API_KEY]), text) == text
+
+
+def test_traceback_is_redacted() -> None:
+    redactor = RedactingFilter([API_KEY])
+    try:
+        raise RuntimeError(f"auth failed for {BOT_TOKEN} with {API_KEY}")
+    except RuntimeError:
+        record = logging.LogRecord(
+            "t", logging.ERROR, __file__, 1, "failed", None, sys.exc_info()
+        )
+
+    redactor.filter(record)
+    text = logging.Formatter().format(record)
+
+    assert "RuntimeError" in text
+    assert BOT_TOKEN not in text
+    assert API_KEY not in text
+
+
+def test_bad_format_arguments_do_not_raise() -> None:
+    record = logging.LogRecord(
+        "t", logging.INFO, __file__, 1, "count %d of %s", ("x",), None
+    )
+
+    RedactingFilter([API_KEY]).filter(record)
+
+    assert "count %d of %s" in record.getMessage()
+
+
+def test_file_log_redacts_message_and_traceback(
+    root_logging: None, tmp_path: Path
+) -> None:
+    log_file = tmp_path / "logs" / "epmpulse.log"
+    configure_logging("INFO", "text", log_file, [API_KEY, BOT_TOKEN])
+    log = logging.getLogger("tests.logs")
+
+    log.info("client sent key %s", API_KEY)
+    try:
+        raise ValueError(f"Slack said no to {BOT_TOKEN}")
+    except ValueError:
+        log.exception("publish failed with %s", "Bearer abcdefghijklmnop")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+    text = log_file.read_text(encoding="utf-8")
+    assert "client sent key [redacted]" in text
+    assert "ValueError: Slack said no to [redacted]" in text
+    assert API_KEY not in text
+    assert BOT_TOKEN not in text
+    assert "abcdefghijklmnop" not in text
+
+
+def test_json_log_lines_are_redacted(root_logging: None, tmp_path: Path) -> None:
+    log_file = tmp_path / "epmpulse.log"
+    configure_logging("INFO", "json", log_file, [API_KEY])
+    log = logging.getLogger("tests.logs")
+
+    try:
+        raise KeyError(API_KEY)
+    except KeyError:
+        log.exception("lookup of %s failed", API_KEY)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+    entry = json.loads(log_file.read_text(encoding="utf-8").splitlines()[-1])
+    assert entry["level"] == "ERROR"
+    assert entry["logger"] == "tests.logs"
+    assert entry["message"] == f"lookup of {REDACTED} failed"
+    assert "KeyError" in entry["exception"]
+    assert API_KEY not in json.dumps(entry)
+
+
+def test_level_is_applied(root_logging: None, tmp_path: Path) -> None:
+    log_file = tmp_path / "epmpulse.log"
+    configure_logging("WARNING", "text", log_file)
+    log = logging.getLogger("tests.logs")
+
+    log.info("hidden")
+    log.warning("shown")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+    text = log_file.read_text(encoding="utf-8")
+    assert "shown" in text
+    assert "hidden" not in text

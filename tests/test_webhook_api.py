@@ -1,0 +1,426 @@
+"""The webhook API over HTTP on loopback, against a real store in a temp dir."""
+
+from __future__ import annotations
+
+import errno
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.service import Service
+from store import tinydb_storage
+from store.models import Status
+from store.store import StatusStore
+from tests.conftest import ApiClient, StartService, write_apps
+
+STATUS = "/api/v1/status"
+BATCH = "/api/v1/status/batch"
+
+APPS = [
+    {"name": "Planning", "domains": ["Actual", "Forecast", "Budget"]},
+    {"name": "FCCS", "domains": ["Consolidation"]},
+]
+
+
+def body(**fields: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {"app": "Planning", "domain": "Actual", "status": "OK"}
+    payload.update(fields)
+    return payload
+
+
+async def stored_status(data_dir: Path, app: str, domain: str) -> Status | None:
+    """Read the data file with a second store, as a restart would."""
+    reader = StatusStore(data_dir)
+    await reader.open()
+    await reader.close()
+    record = reader.snapshot.get(app, domain)
+    return record.status if record else None
+
+
+@pytest.fixture
+async def apps_api(
+    start_service: StartService, tmp_path: Path, http: Any
+) -> AsyncIterator[ApiClient]:
+    apps = write_apps(tmp_path / "apps.json", APPS)
+    service = await start_service(apps_config=apps)
+    yield ApiClient(http, service.url)
+
+
+async def test_post_returns_stored_record(api: ApiClient) -> None:
+    reply = await api.post(
+        STATUS, body(status="success", job_id="42", message="Loaded 1,204 rows")
+    )
+
+    assert reply.status == 200
+    assert reply.body["ok"] is True
+    assert reply.body["changed"] is True
+    assert reply.body["ignored_fields"] == []
+    record = reply.body["record"]
+    assert record["status"] == "OK"
+    assert record["job_id"] == "42"
+    assert record["message"] == "Loaded 1,204 rows"
+    assert record["app"] == "Planning"
+    assert datetime.fromisoformat(record["received_at"]).tzinfo is not None
+    assert datetime.fromisoformat(record["timestamp"]).tzinfo is not None
+
+
+async def test_post_is_on_disk_when_answered(api: ApiClient, data_dir: Path) -> None:
+    reply = await api.post(STATUS, body(status="failed"))
+
+    assert reply.status == 200
+    assert await stored_status(data_dir, "Planning", "Actual") is Status.ERROR
+
+
+async def test_repeated_update_is_unchanged(api: ApiClient) -> None:
+    await api.post(STATUS, body(job_id="1"))
+    reply = await api.post(STATUS, body(job_id="1"))
+
+    assert reply.status == 200
+    assert reply.body["changed"] is False
+
+
+async def test_older_update_does_not_roll_back(api: ApiClient) -> None:
+    now = datetime.now(UTC)
+    await api.post(STATUS, body(status="OK", timestamp=now.isoformat()))
+    older = (now - timedelta(minutes=10)).isoformat()
+
+    reply = await api.post(STATUS, body(status="Error", timestamp=older))
+    current = await api.get(f"{STATUS}/Planning")
+
+    assert reply.status == 200
+    assert reply.body["changed"] is False
+    assert any("older" in note for note in reply.body["notes"])
+    assert current.body["domains"]["Actual"]["status"] == "OK"
+
+
+async def test_unknown_fields_are_listed(api: ApiClient) -> None:
+    reply = await api.post(STATUS, body(jobId="42", mesage="typo"))
+
+    assert reply.status == 200
+    assert reply.body["ignored_fields"] == ["jobId", "mesage"]
+
+
+async def test_future_timestamp_is_stored_as_received(api: ApiClient) -> None:
+    future = datetime.now(UTC) + timedelta(hours=1)
+
+    reply = await api.post(STATUS, body(timestamp=future.isoformat()))
+
+    stored = datetime.fromisoformat(reply.body["record"]["timestamp"])
+    assert reply.status == 200
+    assert stored < future - timedelta(minutes=30)
+    assert stored == datetime.fromisoformat(reply.body["record"]["received_at"])
+    assert "future" in " ".join(reply.body["notes"])
+
+
+async def test_timestamp_without_zone_is_utc(api: ApiClient) -> None:
+    reply = await api.post(STATUS, body(timestamp="2026-01-31T16:30:00"))
+
+    stored = datetime.fromisoformat(reply.body["record"]["timestamp"])
+    assert stored == datetime(2026, 1, 31, 16, 30, tzinfo=UTC)
+
+
+async def test_unknown_status_is_422_listing_accepted(api: ApiClient) -> None:
+    reply = await api.post(STATUS, body(status="Kaput"))
+
+    assert reply.status == 422
+    assert reply.body["ok"] is False
+    error = reply.body["error"]
+    assert error["code"] == "invalid_status"
+    assert error["field"] == "status"
+    assert error["value"] == "Kaput"
+    assert "Blank, Loading, OK, Warning, Error" in error["message"]
+
+
+async def test_missing_field_is_422(api: ApiClient) -> None:
+    reply = await api.post(STATUS, {"app": "Planning", "status": "OK"})
+
+    assert reply.status == 422
+    assert reply.body["error"]["code"] == "missing_field"
+    assert reply.body["error"]["field"] == "domain"
+
+
+async def test_malformed_json_is_400(api: ApiClient) -> None:
+    reply = await api.post(
+        STATUS,
+        data='{"app": "Planning",',
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert reply.status == 400
+    assert reply.body["error"]["code"] == "invalid_json"
+
+
+async def test_deeply_nested_json_is_400(api: ApiClient) -> None:
+    reply = await api.post(
+        STATUS,
+        data="[" * 5000 + "]" * 5000,
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert reply.status == 400
+    assert reply.body["error"]["code"] == "invalid_json"
+
+
+async def test_non_json_content_type_is_415(api: ApiClient) -> None:
+    reply = await api.post(
+        STATUS,
+        data=json.dumps(body()),
+        headers={"Content-Type": "text/plain"},
+    )
+
+    assert reply.status == 415
+    assert reply.body["error"]["code"] == "unsupported_media_type"
+
+
+async def test_status_over_16_kb_is_413(api: ApiClient) -> None:
+    reply = await api.post(STATUS, body(message="m" * (16 * 1024)))
+
+    assert reply.status == 413
+    assert reply.body["error"]["code"] == "payload_too_large"
+
+
+async def test_chunked_status_over_16_kb_is_413(api: ApiClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        payload = json.dumps(body(message="m" * (20 * 1024))).encode()
+        for start in range(0, len(payload), 4096):
+            yield payload[start : start + 4096]
+
+    reply = await api.request(
+        "POST",
+        STATUS,
+        data=chunks(),  # type: ignore[arg-type]
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert reply.status == 413
+
+
+async def test_status_under_16_kb_is_accepted(api: ApiClient) -> None:
+    reply = await api.post(STATUS, body(message="m" * 1900))
+
+    assert reply.status == 200
+
+
+async def test_batch_between_16_and_64_kb_is_accepted(api: ApiClient) -> None:
+    updates = [body(domain=f"D{i}", message="m" * 1000) for i in range(30)]
+
+    reply = await api.post(BATCH, {"updates": updates})
+
+    assert reply.status == 200
+    assert len(reply.body["results"]) == 30
+
+
+async def test_batch_over_64_kb_is_413(api: ApiClient) -> None:
+    updates = [body(domain=f"D{i}", message="m" * 1990) for i in range(35)]
+
+    reply = await api.post(BATCH, {"updates": updates})
+
+    assert reply.status == 413
+
+
+async def test_batch_returns_one_result_per_update(api: ApiClient) -> None:
+    updates = [
+        body(domain="Actual", status="running"),
+        body(domain="Forecast", status="completed"),
+        body(domain="Budget", status="failure", extra=1),
+    ]
+
+    reply = await api.post(BATCH, {"updates": updates})
+
+    assert reply.status == 200
+    results = reply.body["results"]
+    assert [r["record"]["status"] for r in results] == ["Loading", "OK", "Error"]
+    assert [r["changed"] for r in results] == [True, True, True]
+    assert results[2]["ignored_fields"] == ["updates[2].extra"]
+
+
+async def test_batch_is_stored_in_one_write(
+    service: Service, api: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[int] = []
+    real_write = service.store._write
+
+    def counting_write(*args: Any) -> None:
+        writes.append(len(args[1]))
+        real_write(*args)
+
+    monkeypatch.setattr(service.store, "_write", counting_write)
+    updates = [body(domain=f"D{i}") for i in range(100)]
+
+    reply = await api.post(BATCH, {"updates": updates})
+
+    assert reply.status == 200
+    # Other parts (alert state) may write meta values; rows go in one write.
+    assert [rows for rows in writes if rows] == [100]
+
+
+async def test_batch_with_one_bad_item_stores_nothing(
+    api: ApiClient, data_dir: Path
+) -> None:
+    updates = [body(domain=f"D{i}") for i in range(5)]
+    updates[3]["status"] = "sort of done"
+
+    reply = await api.post(BATCH, {"updates": updates})
+    current = await api.get(STATUS)
+
+    assert reply.status == 422
+    assert reply.body["error"]["field"] == "updates[3].status"
+    assert reply.body["error"]["code"] == "invalid_status"
+    assert current.body["apps"] == {}
+    assert await stored_status(data_dir, "Planning", "D0") is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        ({"updates": []}, "invalid_batch"),
+        ({"updates": "x"}, "invalid_batch"),
+        ({"update": [body()]}, "invalid_batch"),
+        ([body()], "invalid_batch"),
+        ({"updates": [body(domain=f"D{i}") for i in range(101)]}, "batch_too_large"),
+    ],
+)
+async def test_invalid_batch_is_422(api: ApiClient, payload: Any, code: str) -> None:
+    reply = await api.post(BATCH, payload)
+
+    assert reply.status == 422
+    assert reply.body["error"]["code"] == code
+    assert reply.body["error"]["field"] == "updates"
+
+
+async def test_get_all_returns_apps_and_updated_at(api: ApiClient) -> None:
+    await api.post(STATUS, body(domain="Actual", status="OK"))
+    await api.post(STATUS, body(app="FCCS", domain="Consolidation", status="Loading"))
+
+    reply = await api.get(STATUS)
+
+    assert reply.status == 200
+    assert set(reply.body) == {"apps", "updated_at"}
+    assert reply.body["apps"]["Planning"]["Actual"]["status"] == "OK"
+    assert reply.body["apps"]["FCCS"]["Consolidation"]["status"] == "Loading"
+    assert datetime.fromisoformat(reply.body["updated_at"]).tzinfo is not None
+
+
+async def test_get_all_on_empty_store(api: ApiClient) -> None:
+    reply = await api.get(STATUS)
+
+    assert reply.body == {"apps": {}, "updated_at": None}
+
+
+async def test_get_app_returns_its_domains(api: ApiClient) -> None:
+    await api.post(STATUS, body(domain="Actual"))
+    await api.post(STATUS, body(domain="Forecast", status="Error"))
+
+    reply = await api.get(f"{STATUS}/planning")
+
+    assert reply.status == 200
+    assert reply.body["app"] == "Planning"
+    assert set(reply.body["domains"]) == {"Actual", "Forecast"}
+
+
+async def test_get_unknown_app_is_404_with_known_apps(api: ApiClient) -> None:
+    await api.post(STATUS, body())
+
+    reply = await api.get(f"{STATUS}/HCM")
+
+    assert reply.status == 404
+    assert reply.body["error"]["code"] == "app_not_found"
+    assert "Planning" in reply.body["error"]["message"]
+
+
+async def test_unknown_api_path_is_json_404(api: ApiClient) -> None:
+    reply = await api.get("/api/v1/nothing")
+
+    assert reply.status == 404
+    assert reply.body["ok"] is False
+    assert reply.body["error"]["code"] == "not_found"
+
+
+async def test_health_needs_no_key(api: ApiClient) -> None:
+    reply = await api.get("/health", key=None)
+
+    assert reply.status == 200
+    assert reply.body["status"] == "healthy"
+    assert reply.body["env"] == "development"
+    assert reply.body["debug"] is False
+
+
+async def test_write_failure_is_503(api: ApiClient) -> None:
+    def enospc(*args: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    # Undone before the service stops, so shutdown can write again.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tinydb_storage, "write_atomic", enospc)
+        reply = await api.post(STATUS, body())
+        health = await api.get("/health", key=None)
+
+    assert reply.status == 503
+    assert reply.body["error"]["code"] == "store_unavailable"
+    assert health.status == 503
+    assert health.body["status"] == "unhealthy"
+
+
+async def test_row_limit_is_422(start_service: StartService, http: Any) -> None:
+    service = await start_service(max_rows=1)
+    api = ApiClient(http, service.url)
+    await api.post(STATUS, body(domain="Actual"))
+
+    reply = await api.post(STATUS, body(domain="Forecast"))
+
+    assert reply.status == 422
+    assert reply.body["error"]["code"] == "too_many_rows"
+
+
+async def test_unknown_app_is_422_with_close_match(apps_api: ApiClient) -> None:
+    reply = await apps_api.post(STATUS, body(app="Planing"))
+
+    assert reply.status == 422
+    error = reply.body["error"]
+    assert error["code"] == "unknown_app"
+    assert error["field"] == "app"
+    assert "Did you mean 'Planning'?" in error["message"]
+    assert "FCCS" in error["message"]
+
+
+async def test_unknown_domain_is_422_naming_known(apps_api: ApiClient) -> None:
+    reply = await apps_api.post(STATUS, body(domain="Forcast"))
+
+    assert reply.status == 422
+    assert reply.body["error"]["code"] == "unknown_domain"
+    assert "Did you mean 'Forecast'?" in reply.body["error"]["message"]
+
+
+async def test_unknown_app_creates_no_row(apps_api: ApiClient) -> None:
+    await apps_api.post(STATUS, body(app="Planing"))
+
+    reply = await apps_api.get(STATUS)
+
+    assert reply.body["apps"] == {}
+
+
+async def test_names_resolve_to_configured_spelling(apps_api: ApiClient) -> None:
+    reply = await apps_api.post(STATUS, body(app="PLANNING", domain="budget"))
+    current = await apps_api.get(STATUS)
+
+    assert reply.status == 200
+    assert reply.body["record"]["app"] == "Planning"
+    assert reply.body["record"]["domain"] == "Budget"
+    assert list(current.body["apps"]) == ["Planning"]
+    assert list(current.body["apps"]["Planning"]) == ["Budget"]
+
+
+async def test_sync_publishes_local_boards(api: ApiClient, data_dir: Path) -> None:
+    await api.post(STATUS, body(status="Error", message="rule failed"))
+
+    reply = await api.post("/api/v1/canvas/sync")
+
+    assert reply.status == 200
+    boards = {item["board"]: item for item in reply.body["published"]}
+    assert boards["main"]["ok"] is True
+    main = (data_dir / "canvas" / "main.md").read_text(encoding="utf-8")
+    assert "rule failed" in main
