@@ -100,6 +100,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.alert_queue_depth = Gauge(
             "epmpulse_alert_queue_depth",
             "Alert messages waiting to be sent",
@@ -109,8 +110,18 @@ class Metrics:
     def observe_request(
         self, route: str, method: str, status: int, seconds: float
     ) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.request_seconds.labels(route).observe(seconds)
+        # labels() takes a lock and builds a key on every call; on the webhook's
+        # hot path the children are looked up once and kept.
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, method, str(status)),
+                self.request_seconds.labels(route),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_publish(self, board: str, ok: bool, seconds: float) -> None:
         self.canvas_publishes.labels(board, "ok" if ok else "error").inc()

@@ -200,7 +200,10 @@ class StatusStore:
     def _check_row_limit(self, updates: Sequence[Update]) -> None:
         if self.max_rows is None:
             return
-        new_keys = {(u.app, u.domain) for u in updates} - self._rows.keys()
+        rows = self._rows
+        if all((u.app, u.domain) in rows for u in updates):
+            return
+        new_keys = {(u.app, u.domain) for u in updates} - rows.keys()
         if new_keys and len(self._rows) + len(new_keys) > self.max_rows:
             app, domain = sorted(new_keys)[0]
             raise TooManyRows(app, domain, self.max_rows)
