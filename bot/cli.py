@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from store.lock import DataDirLocked
     from store.tinydb_storage import StoreCorruptError
 
-    configure_logging(
+    redactor = configure_logging(
         settings.effective_log_level,
         settings.log_format,
         settings.log_file,
@@ -76,7 +76,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     print_problems(problems)
     try:
-        asyncio.run(Service(settings).run())
+        service = Service(settings)
+        # Keys from the keys file (read again on SIGHUP) and the generated local
+        # key are not among the settings' secrets. The keyring hands each new set
+        # of keys to the redaction filter.
+        service.keyring.on_replace = lambda keys: redactor.set_secrets(
+            [*settings.secret_values(), *(key.secret for key in keys)]
+        )
+        asyncio.run(service.run())
     except (StoreCorruptError, DataDirLocked) as exc:
         print(f"EPMPulse did not start: {exc}", file=sys.stderr)
         return 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -26,10 +26,16 @@ class Keyring:
 
     def __init__(self, keys: Iterable[ApiKey] = ()) -> None:
         self._keys: tuple[tuple[str, bytes], ...] = ()
+        # Called with the new keys on each replace, so that the log redaction also
+        # masks keys that come from a file or a reload.
+        self.on_replace: Callable[[list[ApiKey]], None] | None = None
         self.replace(keys)
 
     def replace(self, keys: Iterable[ApiKey]) -> None:
+        keys = list(keys)
         self._keys = tuple((key.label, key.secret.encode()) for key in keys)
+        if self.on_replace is not None:
+            self.on_replace(keys)
 
     @property
     def labels(self) -> list[str]:
