@@ -31,6 +31,7 @@ from store.catalog import Board, Catalog
 from store.maintenance import Maintenance, MaintenanceWindow, parse_maintenance
 from store.models import Change, Snapshot, Status, parse_status
 from store.store import StatusStore
+from store.waiting import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,7 @@ class StateSaver:
             if self._closing:
                 return
             self._retry_wait = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._retry_wait.wait(), SAVE_RETRY_SECONDS)
+            await wait_event(self._retry_wait, SAVE_RETRY_SECONDS)
             self._retry_wait = None
 
     async def _save(self) -> bool:
@@ -295,8 +295,7 @@ class AlertsComponent:
                 due = None
             if due is not None:
                 delay = min(delay, max(due, 0.01))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            await wait_event(self._wake, delay)
 
     def tick(self) -> float | None:
         """Run the periodic checks once and return the seconds until a bundle is

@@ -19,7 +19,6 @@ accepting a message and the save of its ``ts`` sends that one message again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -29,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from alerts.render import AlertMessage
+from store.waiting import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -314,8 +314,7 @@ class Outbox:
                 continue
             delay = lane.not_before - self.clock()
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+                await wait_event(self._stopping, delay)
                 continue
             await self._deliver(lane, item)
 

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from store.waiting import wait_event
+
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 300.0
@@ -188,10 +190,7 @@ class BoardPublisher:
         if delay <= 0 or self._force:
             return
         self._wake.clear()
-        try:
-            await asyncio.wait_for(self._wake.wait(), delay)
-        except TimeoutError:
-            pass
+        await wait_event(self._wake, delay)
 
     async def _backoff(self, retry_after: float | None) -> None:
         exponential = min(MAX_BACKOFF_SECONDS, 2.0 ** min(self._failures, 9))

@@ -39,6 +39,7 @@ from epm.errors import (
 from epm.status import JobState
 from store.files import write_atomic
 from store.models import Status
+from store.waiting import wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -262,10 +263,7 @@ class JobPoller:
                 await self._poll_due_jobs()
             except Exception:
                 logger.exception("EPM poller: polling round failed")
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._seconds_to_next_poll())
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, self._seconds_to_next_poll())
 
     def _seconds_to_next_poll(self) -> float:
         now = time.monotonic()
