@@ -208,7 +208,13 @@ class Service:
         if pull is not None:
             pull.on_admin_problem = self.alerting.on_epm_problem
         self.components.append(self.alerting)
-        self.components.append(RetentionTask(self.store, self.settings.history_days))
+        self.components.append(
+            RetentionTask(
+                self.store,
+                self.settings.history_days,
+                max_per_row=self.settings.max_history_per_row,
+            )
+        )
         if self.settings.mode in ("socket", "http"):
             from bot.slack_app import build_slack_app
 

@@ -187,6 +187,44 @@ class HistoryLog:
             fsync_directory(self.directory)
         return changed
 
+    def cap_rows(self, max_per_row: int) -> int:
+        """Drop the oldest events of rows that have more than ``max_per_row``, and
+        return how many events were dropped.
+
+        Reads every segment, newest first, so it belongs in a background task.
+        """
+        seen: dict[tuple[str, str], int] = {}
+        drops: dict[Path, list[bool]] = {}
+        for path in reversed(self.segments()):
+            events = list(_read_segment(path))
+            keep = []
+            for event in reversed(events):
+                key = (event.app, event.domain)
+                seen[key] = seen.get(key, 0) + 1
+                keep.append(seen[key] <= max_per_row)
+            keep.reverse()
+            if not all(keep):
+                drops[path] = keep
+        dropped = 0
+        for path, keep in drops.items():
+            events = list(_read_segment(path))
+            kept = [event for event, flag in zip(events, keep, strict=True) if flag]
+            dropped += len(events) - len(kept)
+            data = b"".join(
+                json.dumps(e.to_json(), separators=(",", ":")).encode() + b"\n"
+                for e in kept
+            )
+            if path.name == self._current_name():
+                # The open handle appends to the old inode after a replace.
+                self.close()
+            write_atomic(path, data, self.file_mode)
+        return dropped
+
+    def _current_name(self) -> str | None:
+        if self._handle_day is None:
+            return None
+        return f"{self._handle_day.isoformat()}.jsonl"
+
 
 def _segment_day(path: Path) -> date | None:
     try:

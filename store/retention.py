@@ -18,25 +18,66 @@ log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_SECONDS = 6 * 3600.0
 RETRY_SECONDS = 600.0
+# How often the task looks at the per-row counts, and the share of the cap that a
+# row may add before its oldest events are dropped early.
+CAP_CHECK_SECONDS = 60.0
+CAP_SLACK = 0.1
 
 
 class RetentionTask:
     """Keeps ``keep_days`` days of history (failures twice as long), pruning at
-    start and every ``interval`` seconds."""
+    start and every ``interval`` seconds, and at most ``max_per_row`` events per
+    row.
+
+    A row may pass ``max_per_row`` by about a tenth, plus what it adds in one
+    ``cap_check`` period, before its oldest events go.
+    """
 
     def __init__(
         self,
         store: StatusStore,
         keep_days: int,
         *,
+        max_per_row: int | None = None,
         interval: float = PRUNE_INTERVAL_SECONDS,
+        cap_check: float = CAP_CHECK_SECONDS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.keep_days = keep_days
+        self.max_per_row = max_per_row
         self.interval = interval
+        self.cap_check = cap_check
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
+
+    async def cap_rows_once(self) -> int:
+        """Drop the oldest events of rows over the cap; return how many went."""
+        if self.max_per_row is None:
+            return 0
+        history = self.store.history
+        limit = self.max_per_row
+
+        def cap() -> int:
+            # On the writer thread, so no append runs while the counts reset.
+            self.store.appended_since_cap.clear()
+            return history.cap_rows(limit)
+
+        dropped: int = await self.store.run_in_writer(cap)
+        if dropped:
+            log.info(
+                "history retention: %d event(s) dropped from rows over %d events",
+                dropped,
+                limit,
+            )
+        return dropped
+
+    def _cap_due(self) -> bool:
+        if self.max_per_row is None:
+            return False
+        counts = self.store.appended_since_cap
+        trigger = max(1, int(self.max_per_row * CAP_SLACK))
+        return max(counts.values(), default=0) >= trigger
 
     async def prune_once(self) -> int:
         """Prune now and return how many segments were removed or shrunk."""
@@ -63,13 +104,22 @@ class RetentionTask:
                 await self._task
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             delay = self.interval
             try:
                 await self.prune_once()
+                await self.cap_rows_once()
             except OSError as exc:
                 delay = min(delay, RETRY_SECONDS)
                 log.error(
                     "history retention failed, retrying in %.0f s: %s", delay, exc
                 )
-            await asyncio.sleep(delay)
+            next_prune = loop.time() + delay
+            while loop.time() < next_prune:
+                await asyncio.sleep(min(self.cap_check, next_prune - loop.time()))
+                if self._cap_due():
+                    try:
+                        await self.cap_rows_once()
+                    except OSError as exc:
+                        log.error("history cap failed: %s", exc)

@@ -83,6 +83,8 @@ class StatusStore:
         self.last_write_error: str | None = None
         self.last_write_seconds: float | None = None
         self.write_observer: Callable[[float], None] | None = None
+        # History events per row since the per-row cap last ran (writer thread).
+        self.appended_since_cap: dict[RowKey, int] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._storage: AtomicJSONStorage | None = None
         self._db: TinyDB | None = None
@@ -297,6 +299,9 @@ class StatusStore:
     ) -> None:
         assert self._db is not None and self._storage is not None
         self.history.append(events, now)
+        for event in events:
+            key = (event.app, event.domain)
+            self.appended_since_cap[key] = self.appended_since_cap.get(key, 0) + 1
         if not changed_keys and not meta:
             return
         table = self._db.table("rows")

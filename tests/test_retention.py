@@ -127,3 +127,65 @@ def test_server_prunes_history_and_keeps_failures(tmp_path: Path) -> None:
     assert not any(str(today - timedelta(days=5)) in m for m in messages if m)
     assert f"ok {today - timedelta(days=1)}" in messages
     assert {path: path.stat().st_mtime_ns for path in recent} == before
+
+
+def row_event(domain: str, number: int) -> str:
+    stamp = datetime(2026, 3, 1, 12, tzinfo=UTC).isoformat()
+    return json.dumps(
+        {
+            "app": "Planning",
+            "domain": domain,
+            "status": "Loading",
+            "timestamp": stamp,
+            "received_at": stamp,
+            "job_id": str(number),
+        }
+    )
+
+
+def test_cap_rows_keeps_newest_events_per_row(tmp_path: Path) -> None:
+    from store.history import HistoryLog
+
+    history = tmp_path / "history"
+    history.mkdir()
+    older = [row_event("Busy", n) for n in range(6)] + [row_event("Quiet", 0)]
+    newer = [row_event("Busy", n) for n in range(6, 10)]
+    (history / "2026-02-28.jsonl").write_text("\n".join(older) + "\n")
+    (history / "2026-03-01.jsonl").write_text("\n".join(newer) + "\n")
+    log = HistoryLog(history)
+
+    dropped = log.cap_rows(5)
+
+    busy = log.read_recent("Planning", "Busy", limit=100)
+    quiet = log.read_recent("Planning", "Quiet", limit=100)
+    assert dropped == 5
+    assert [event.job_id for event in busy] == ["9", "8", "7", "6", "5"]
+    assert len(quiet) == 1
+
+
+async def test_server_caps_history_of_a_runaway_row(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    task = RetentionTask(store, 90, max_per_row=20, cap_check=0.05)
+    await task.start()
+    try:
+        now = datetime.now(UTC)
+        from store.models import Status, Update
+
+        for number in range(60):
+            status = Status.LOADING if number % 2 else Status.OK
+            await store.apply(
+                [Update("Planning", "Busy", status, now, now, job_id=str(number))]
+            )
+            await asyncio.sleep(0.002)
+        deadline = time.monotonic() + 5
+        while True:
+            events = await store.read_history("Planning", "Busy", limit=1000)
+            if len(events) <= 22 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await task.stop()
+        await store.close()
+
+    assert len(events) <= 22
+    assert events[0].job_id == "59"
