@@ -130,6 +130,8 @@ def _headline(lines: Sequence[Line]) -> str:
     worst = _worst(open_lines)
     closed = len(lines) - len(open_lines)
     suffix = f" ({closed} recovered or moved on)" if closed else ""
+    if len(open_lines) == 1:
+        return f"{_emoji(worst)} 1 EPM job needs attention{suffix}"
     return f"{_emoji(worst)} {len(open_lines)} EPM jobs need attention{suffix}"
 
 

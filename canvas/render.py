@@ -43,9 +43,12 @@ def format_time(value: datetime, tz: tzinfo, now: datetime | None = None) -> str
     """
     local = value.astimezone(tz)
     zone = local.tzname() or "UTC"
-    if now is not None and local.date() == now.astimezone(tz).date():
+    today = now.astimezone(tz).date() if now is not None else None
+    if today is not None and local.date() == today:
         return f"{local:%H:%M} {zone}"
-    return f"{local:%b %d %H:%M} {zone}"
+    if today is None or local.year == today.year:
+        return f"{local:%b %d %H:%M} {zone}"
+    return f"{local:%b %d %Y %H:%M} {zone}"
 
 
 def summary_line(view: BoardView, tz: tzinfo, now: datetime) -> str:

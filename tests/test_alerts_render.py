@@ -126,3 +126,14 @@ def test_names_and_job_are_escaped() -> None:
 
     assert "<@U123>" not in message.text + repr(message.blocks)
     assert "<!here>" not in message.text + repr(message.blocks)
+
+
+def test_bundle_headline_counts_in_singular_and_plural() -> None:
+    one_open = group(line("Actual"), line("Forecast", state="recovered"))
+    two_open = group(line("Actual"), line("Forecast"))
+
+    single = render_group(one_open, tz=UTC, now=NOW, link=None)
+    plural = render_group(two_open, tz=UTC, now=NOW, link=None)
+
+    assert "1 EPM job needs attention (1 recovered or moved on)" in single.text
+    assert "2 EPM jobs need attention" in plural.text

@@ -366,3 +366,18 @@ def test_long_details_are_cut_with_ellipsis() -> None:
     details = cells(data_rows(out)[0])[4]
     assert details.endswith(ELLIPSIS)
     assert len(details) <= MAX_DETAILS_LENGTH
+
+
+def test_format_time_names_the_year_only_when_it_differs() -> None:
+    from zoneinfo import ZoneInfo
+
+    from canvas.render import format_time
+
+    tz = ZoneInfo("UTC")
+    now = datetime(2026, 12, 4, 18, 0, tzinfo=UTC)
+
+    assert format_time(now, tz, now) == "18:00 UTC"
+    assert format_time(now - timedelta(days=2), tz, now) == "Dec 02 18:00 UTC"
+    assert format_time(datetime(1970, 1, 1, tzinfo=UTC), tz, now) == (
+        "Jan 01 1970 00:00 UTC"
+    )
