@@ -51,6 +51,7 @@ class Component(Protocol):
 
 
 SHUTDOWN_SECONDS = 10.0
+HEALTH_PROBE_SECONDS = 5.0
 VERSION = "0.1.0"
 
 
@@ -95,6 +96,8 @@ class Service:
         self.components: list[Component] = []
         self.pull: PullMode | None = None
         self.alerting: AlertsComponent | None = None
+        self._probe_at = float("-inf")
+        self._probe_error: str | None = None
         self._stopping = asyncio.Event()
 
     # --- wiring ------------------------------------------------------------
@@ -407,17 +410,27 @@ class Service:
 
     # --- health ------------------------------------------------------------
 
+    async def _store_problem(self) -> str | None:
+        """The last write error, else a fresh probe write (at most every few
+        seconds, so monitors polling /health cost little)."""
+        if self.store.last_write_error is not None:
+            return self.store.last_write_error
+        now = asyncio.get_running_loop().time()
+        if now - self._probe_at >= HEALTH_PROBE_SECONDS:
+            self._probe_at = now
+            self._probe_error = await self.store.probe_writable()
+        return self._probe_error
+
     async def health(self, request: web.Request) -> web.Response:
+        store_problem = await self._store_problem()
         checks: dict[str, Any] = {
-            "store": "ok"
-            if self.store.last_write_error is None
-            else f"failing: {self.store.last_write_error}",
+            "store": "ok" if store_problem is None else f"failing: {store_problem}",
         }
         for board, publisher in self.publishers.items():
             checks[f"publish_{board}"] = publisher.last_error or "ok"
         if self.alerting is not None:
             checks["alerts"] = self.alerting.health()
-        healthy = self.store.last_write_error is None
+        healthy = store_problem is None
         from bot.slack_app import SlackApp
 
         for component in self.components:

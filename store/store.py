@@ -21,7 +21,7 @@ from typing import Any
 
 from tinydb import Query, TinyDB
 
-from store.files import ensure_private_dir
+from store.files import ensure_private_dir, write_atomic
 from store.history import HistoryEvent, HistoryLog
 from store.models import Change, Record, RowKey, Snapshot, Status, Update
 from store.rules import apply_update
@@ -166,6 +166,20 @@ class StatusStore:
         return await loop.run_in_executor(
             self._executor, self.history.read_recent, app, domain, limit
         )
+
+    async def probe_writable(self) -> str | None:
+        """Write a small file in the data dir the way data is written; return the
+        error, or None when the data dir can be written."""
+        probe = self.data_dir / ".health-probe"
+
+        def write() -> None:
+            write_atomic(probe, b"ok\n", DATA_FILE_MODE)
+
+        try:
+            await self.run_in_writer(write)
+        except OSError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     async def run_in_writer(self, func: Callable[[], Any]) -> Any:
         """Run file work on the writer thread, after the writes queued so far."""
