@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-import re
+import json
+import math
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from store.catalog import Catalog, UnknownRow
-from store.models import Status, Update, parse_status
+from store.models import STATUS_SPELLINGS, Status, Update, parse_status
 
 KNOWN_FIELDS = ("app", "domain", "status", "job_id", "message", "timestamp", "source")
 MAX_NAME_LENGTH = 64
 MAX_JOB_ID_LENGTH = 64
 MAX_MESSAGE_LENGTH = 2000
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+# Maximum length of a value as shown in an error body. Longer text is cut.
+MAX_ERROR_VALUE_LENGTH = 200
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control (Cc) and format (Cf: zero-width, bidi overrides, BOM) characters, and line
+# and paragraph separators. Format characters are invisible, so "Plan\u200bning"
+# would look like "Planning" on the board but be a row of its own.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 _ACCEPTED = ", ".join(s.value for s in Status)
-_SPELLINGS = "running, processing, in progress, success, completed, failed, ..."
+_COMMON_SPELLINGS = "; ".join(
+    f"{', '.join(s for s in spellings if s != status.value.casefold())} ({status})"
+    for status, spellings in STATUS_SPELLINGS.items()
+)
 
 
 class ValidationProblem(ValueError):
@@ -40,15 +50,44 @@ class ValidationProblem(ValueError):
         self.status = status
 
     def to_json(self) -> dict[str, Any]:
-        value = self.value
-        if isinstance(value, str) and len(value) > 200:
-            value = value[:200] + "…"
         return {
             "code": self.code,
             "message": self.message,
             "field": self.field,
-            "value": value if _is_json_scalar(value) else repr(value)[:200],
+            "value": error_value(self.value),
         }
+
+
+def error_value(value: Any) -> str | int | float | bool | None:
+    """Return ``value`` as a JSON scalar for an error body.
+
+    Objects and arrays become their JSON text, and that text, a long string or a
+    long integer is cut to MAX_ERROR_VALUE_LENGTH characters with "…" added.
+    A non-finite float, which JSON cannot hold, becomes the text "NaN",
+    "Infinity" or "-Infinity".
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else json.dumps(value)
+    if isinstance(value, int):
+        text = str(value)
+        return value if len(text) <= MAX_ERROR_VALUE_LENGTH else _cut(text)
+    if isinstance(value, str):
+        return _cut(value)
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, default=str)
+    except (ValueError, RecursionError):
+        # NaN inside a structure, an integer past Python's digit limit, or nesting
+        # too deep to encode: the type is all that can be shown safely.
+        text = f"<{type(value).__name__}>"
+    return _cut(text)
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_ERROR_VALUE_LENGTH:
+        return text
+    return text[:MAX_ERROR_VALUE_LENGTH] + "…"
 
 
 @dataclass
@@ -64,15 +103,17 @@ def parse_update(
     received_at: datetime,
     prefix: str = "",
 ) -> ParsedUpdate:
-    """Validate one status object. ``prefix`` names its place in a batch.
+    """Validate one status object. ``prefix`` names its place in a batch, such as
+    ``updates[3].``.
 
     Raises ValidationProblem for the first invalid field.
     """
     if not isinstance(payload, dict):
+        place = prefix.removesuffix(".")
         raise ValidationProblem(
             "invalid_type",
-            f"{prefix or 'body'} must be a JSON object with app, domain and status",
-            prefix or None,
+            f"{place or 'the body'} must be a JSON object with app, domain and status",
+            place or None,
             payload,
         )
     notes: list[str] = []
@@ -97,7 +138,8 @@ def parse_update(
             prefix + "source",
             source,
         )
-    ignored = sorted(prefix + key for key in payload if key not in KNOWN_FIELDS)
+    ignored = sorted(key for key in payload if key not in KNOWN_FIELDS)
+    notes.extend(_variant_notes(payload, ignored, prefix))
     update = Update(
         app=app,
         domain=domain,
@@ -108,54 +150,136 @@ def parse_update(
         message=message,
         source=source or "webhook",
     )
-    return ParsedUpdate(update, ignored, notes)
+    return ParsedUpdate(update, [prefix + key for key in ignored], notes)
+
+
+def _fold_field_name(name: str) -> str:
+    return name.replace("_", "").replace("-", "").replace(" ", "").casefold()
+
+
+# A key that folds to one of these is a spelling of a known field, such as jobId,
+# JobID or job-id for job_id (EPM's REST API calls it jobId) or time_stamp.
+_FOLDED_FIELDS = {_fold_field_name(name): name for name in KNOWN_FIELDS}
+
+
+def _variant_of(payload: dict[str, Any], key: str) -> str | None:
+    """Return a key of ``payload`` that is a variant spelling of ``key``."""
+    for name in payload:
+        if name != key and _FOLDED_FIELDS.get(_fold_field_name(name)) == key:
+            return str(name)
+    return None
+
+
+def _variant_notes(
+    payload: dict[str, Any], ignored: list[str], prefix: str
+) -> list[str]:
+    # The variant is not read in place of the field: one spelling per field keeps
+    # every client explicit, and a note in the response points at the fix.
+    notes = []
+    for name in ignored:
+        known = _FOLDED_FIELDS.get(_fold_field_name(name))
+        if known is not None and known not in payload:
+            notes.append(
+                f"{prefix}{name} was ignored: did you mean {known}? Field names "
+                "are matched exactly."
+            )
+    return notes
+
+
+def _missing(
+    payload: dict[str, Any], key: str, prefix: str, fix: str
+) -> ValidationProblem:
+    where = prefix + key
+    variant = _variant_of(payload, key)
+    if variant is None:
+        return ValidationProblem("missing_field", f"{where} is missing: {fix}", where)
+    return ValidationProblem(
+        "missing_field",
+        f"{where} is missing, and {prefix}{variant} is not read: did you mean "
+        f"{key}? Field names are matched exactly; rename {variant} to {key}.",
+        where,
+    )
 
 
 def _name(payload: dict[str, Any], key: str, prefix: str) -> str:
     value = payload.get(key)
     where = prefix + key
     if value is None:
-        raise ValidationProblem(
-            "missing_field",
-            f"{where} is missing: send the EPM {key} name, e.g. "
-            + ('"Planning"' if key == "app" else '"Actual"'),
-            where,
-        )
+        example = '"Planning"' if key == "app" else '"Actual"'
+        raise _missing(payload, key, prefix, f"send the EPM {key} name, e.g. {example}")
     if not isinstance(value, str):
         raise ValidationProblem(
             "invalid_type", f"{where} must be a string", where, value
         )
-    value = value.strip()
-    if not value:
+    # NFC, so that "é" sent precomposed or as "e" and a combining accent is one row.
+    text = unicodedata.normalize("NFC", value.strip())
+    if not text:
         raise ValidationProblem(
             "invalid_value", f"{where} is empty: send a name", where, value
         )
-    if len(value) > MAX_NAME_LENGTH or _CONTROL.search(value):
+    if len(text) > MAX_NAME_LENGTH:
         raise ValidationProblem(
             "invalid_value",
-            f"{where} must be at most {MAX_NAME_LENGTH} characters without line "
-            "breaks or control characters",
+            f"{where} is {len(text)} characters long: send at most {MAX_NAME_LENGTH}",
             where,
             value,
         )
-    return value
+    _check_visible(text, where, value)
+    return text
+
+
+def _check_visible(text: str, where: str, value: object) -> None:
+    """Raise ValidationProblem when ``text`` contains a control character, an
+    invisible format character or a line or paragraph separator."""
+    for char in text:
+        if unicodedata.category(char) in _INVISIBLE_CATEGORIES:
+            raise ValidationProblem(
+                "invalid_value",
+                f'{where} "{_escape_invisible(text)}" contains {_describe(char)}. '
+                "Remove it where the EPM rule or script builds this value.",
+                where,
+                value,
+            )
+
+
+def _describe(char: str) -> str:
+    code = f"U+{ord(char):04X}"
+    category = unicodedata.category(char)
+    if category == "Cc":
+        return f"{code}, a control character, which cannot be shown"
+    name = unicodedata.name(char, "")
+    if category == "Cf":
+        reason = "an invisible format character, so the value would look like another"
+    else:
+        reason = "a line break"
+    return f"{code} {name}, {reason}" if name else f"{code}, {reason}"
+
+
+def _escape_invisible(text: str) -> str:
+    """Write each character that _check_visible rejects as a \\u or \\U escape."""
+    parts = []
+    for char in text:
+        if unicodedata.category(char) not in _INVISIBLE_CATEGORIES:
+            parts.append(char)
+        elif ord(char) <= 0xFFFF:
+            parts.append(f"\\u{ord(char):04x}")
+        else:
+            parts.append(f"\\U{ord(char):08x}")
+    return "".join(parts)
 
 
 def _status(payload: dict[str, Any], prefix: str) -> Status:
     value = payload.get("status")
     where = prefix + "status"
     if value is None:
-        raise ValidationProblem(
-            "missing_field",
-            f"{where} is missing: send one of {_ACCEPTED}",
-            where,
-        )
+        raise _missing(payload, "status", prefix, f"send one of {_ACCEPTED}")
     status = parse_status(value) if isinstance(value, str) else None
     if status is None:
         raise ValidationProblem(
             "invalid_status",
-            f"{where} {value!r} is not a known status. Send one of {_ACCEPTED} "
-            f"(common spellings such as {_SPELLINGS} are accepted too)",
+            f"{where} {error_value(value)!r} is not a known status. Send one of "
+            f"{_ACCEPTED} (any case), or one of these common spellings: "
+            f"{_COMMON_SPELLINGS}. Underscores and hyphens read as spaces.",
             where,
             value,
         )
@@ -171,15 +295,16 @@ def _job_id(payload: dict[str, Any], prefix: str) -> str | None:
         raise ValidationProblem(
             "invalid_type", f"{where} must be a string or a number", where, value
         )
-    text = str(value).strip()
-    if len(text) > MAX_JOB_ID_LENGTH or _CONTROL.search(text):
+    text = unicodedata.normalize("NFC", str(value).strip())
+    if len(text) > MAX_JOB_ID_LENGTH:
         raise ValidationProblem(
             "invalid_value",
-            f"{where} must be at most {MAX_JOB_ID_LENGTH} characters without line "
-            "breaks",
+            f"{where} is longer than {MAX_JOB_ID_LENGTH} characters: send the EPM "
+            "job id",
             where,
             value,
         )
+    _check_visible(text, where, value)
     return text or None
 
 
@@ -243,7 +368,3 @@ def _timestamp(
         )
         return received_at
     return parsed
-
-
-def _is_json_scalar(value: object) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)

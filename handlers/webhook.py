@@ -7,9 +7,12 @@ value and a fix.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import re
+import unicodedata
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +37,17 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 SyncCanvases = Callable[[], Awaitable[list[dict[str, Any]]]]
 
+# NaN and Infinity are not JSON (RFC 8259), and JavaScript's JSON.parse rejects
+# them, so a response that would contain one fails as a 500 instead.
+_dumps = functools.partial(json.dumps, allow_nan=False)
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """Return a JSON response that is valid JSON: no NaN or Infinity."""
+    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
+
 
 def error_response(
     status: int,
@@ -44,7 +58,7 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     problem = ValidationProblem(code, message, field, value, status)
-    return web.json_response(
+    return json_response(
         {"ok": False, "error": problem.to_json()}, status=status, headers=headers
     )
 
@@ -104,7 +118,7 @@ class WebhookApi:
         payload = await read_json(request, MAX_STATUS_BYTES)
         parsed = parse_update(payload, self.catalog(), self.clock())
         changes = await self._apply([parsed])
-        return web.json_response({"ok": True, **_result(parsed, changes[0])})
+        return json_response({"ok": True, **_result(parsed, changes[0])})
 
     async def post_batch(self, request: web.Request) -> web.StreamResponse:
         payload = await read_json(request, MAX_BATCH_BYTES)
@@ -135,7 +149,7 @@ class WebhookApi:
         results = [
             _result(item, change) for item, change in zip(parsed, changes, strict=True)
         ]
-        return web.json_response({"ok": True, "results": results})
+        return json_response({"ok": True, "results": results})
 
     async def _apply(self, parsed: list[ParsedUpdate]) -> list[Change]:
         try:
@@ -154,7 +168,7 @@ class WebhookApi:
 
     async def post_sync(self, request: web.Request) -> web.StreamResponse:
         results = await self.sync_canvases()
-        return web.json_response({"ok": True, "published": results})
+        return json_response({"ok": True, "published": results})
 
     # --- reads -------------------------------------------------------------
 
@@ -163,17 +177,15 @@ class WebhookApi:
         apps: dict[str, dict[str, Any]] = {}
         for app, domains in snapshot.apps().items():
             apps[app] = {name: record_json(rec) for name, rec in domains.items()}
-        return web.json_response(
-            {"apps": apps, "updated_at": _iso(snapshot.updated_at)}
+        return json_response(
+            {"ok": True, "apps": apps, "updated_at": _iso(snapshot.updated_at)}
         )
 
     async def get_app(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["app"]
+        name = _stored_form(request.match_info["app"])
         grouped = self.store.snapshot.apps()
-        configured = self.catalog().app(name)
-        key = configured.name if configured else name
-        matches = [app for app in grouped if app.casefold() == key.casefold()]
-        if not matches:
+        stored = self._stored_app(name, grouped)
+        if stored is None:
             known = sorted(set(grouped) | {a.name for a in self.catalog().apps})
             return error_response(
                 404,
@@ -182,17 +194,33 @@ class WebhookApi:
                 "app",
                 name,
             )
-        domains = grouped[matches[0]]
-        return web.json_response(
+        domains = grouped[stored]
+        return json_response(
             {
-                "app": matches[0],
+                "ok": True,
+                "app": stored,
                 "domains": {n: record_json(r) for n, r in domains.items()},
             }
         )
 
+    def _stored_app(self, name: str, grouped: dict[str, Any]) -> str | None:
+        """Return the stored app that a request for ``name`` means.
+
+        Without apps.json, "PLANNING" and "Planning" can be two rows, so an exact
+        match wins. Then the apps.json spelling, then the first stored app whose
+        name matches without regard to case.
+        """
+        if name in grouped:
+            return name
+        configured = self.catalog().app(name)
+        if configured is not None and configured.name in grouped:
+            return configured.name
+        folded = name.casefold()
+        return next((app for app in grouped if app.casefold() == folded), None)
+
     async def get_history(self, request: web.Request) -> web.StreamResponse:
-        app = request.query.get("app") or None
-        domain = request.query.get("domain") or None
+        app = _stored_form(request.query.get("app", "")) or None
+        domain = _stored_form(request.query.get("domain", "")) or None
         raw_limit = request.query.get("limit", "50")
         try:
             limit = int(raw_limit)
@@ -209,9 +237,15 @@ class WebhookApi:
             configured = self.catalog().app(app)
             app = configured.name if configured else app
         events = await self.store.read_history(app, domain, limit)
-        return web.json_response(
+        return json_response(
             {"ok": True, "events": [event.to_json() for event in events]}
         )
+
+
+def _stored_form(name: str) -> str:
+    # Names are stored trimmed and in NFC (see handlers.validation), so a lookup
+    # must use the same form to find them.
+    return unicodedata.normalize("NFC", name.strip())
 
 
 def _result(parsed: ParsedUpdate, change: Change) -> dict[str, Any]:
@@ -266,7 +300,15 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
             raise _too_large(max_bytes)
         chunks.append(chunk)
     try:
-        payload = json.loads(b"".join(chunks))
+        payload = json.loads(
+            b"".join(chunks),
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
+    except _NonFinite as exc:
+        raise ValidationProblem(
+            "invalid_json", exc.message, value=exc.token, status=400
+        ) from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValidationProblem(
             "invalid_json",
@@ -290,6 +332,40 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
             status=400,
         )
     return payload
+
+
+class _NonFinite(Exception):
+    """NaN, Infinity or a number too large for a float in a request body.
+
+    Not a ValueError, so read_json can tell it from the errors of json.loads.
+    """
+
+    def __init__(self, token: str, message: str) -> None:
+        super().__init__(message)
+        self.token = token
+        self.message = message
+
+
+def _reject_constant(name: str) -> float:
+    # json.loads accepts NaN, Infinity and -Infinity, which JSON does not have.
+    raise _NonFinite(
+        name,
+        f"the body contains {name}, which is not valid JSON: send a number, a "
+        "string or null instead",
+    )
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        # A literal such as 1e999 is valid JSON but overflows to infinity.
+        token = text[:40]
+        raise _NonFinite(
+            token,
+            f"the body contains the number {token}, which is too large for a "
+            "64-bit float: send a smaller number or a string",
+        )
+    return value
 
 
 def _has_lone_surrogate(payload: Any) -> bool:

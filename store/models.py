@@ -31,40 +31,70 @@ class Status(enum.StrEnum):
         return self in (Status.OK, Status.WARNING, Status.ERROR)
 
 
-# Spellings that EPM rules and scripts send, folded to lower case with single spaces.
-_STATUS_ALIASES: dict[str, Status] = {
-    "blank": Status.BLANK,
-    "not started": Status.BLANK,
-    "pending": Status.BLANK,
-    "loading": Status.LOADING,
-    "running": Status.LOADING,
-    "processing": Status.LOADING,
-    "in progress": Status.LOADING,
-    "started": Status.LOADING,
-    "ok": Status.OK,
-    "success": Status.OK,
-    "successful": Status.OK,
-    "succeeded": Status.OK,
-    "completed": Status.OK,
-    "complete": Status.OK,
-    "done": Status.OK,
-    "warning": Status.WARNING,
-    "warnings": Status.WARNING,
-    "completed with warnings": Status.WARNING,
-    "completed with errors": Status.WARNING,
-    "error": Status.ERROR,
-    "failed": Status.ERROR,
-    "failure": Status.ERROR,
-    "fail": Status.ERROR,
-}
+# Spellings that EPM rules, scripts and the EPM job console send, grouped by the
+# status they stand for. Each is lower case with single spaces, the form that
+# parse_status folds a value to. Pull mode maps EPM's REST codes the same way:
+# cancel pending is still running, and cancelled is a Warning.
+#
+# Submitted and queued jobs are Blank, not Loading: the first Loading of a job
+# starts its run time and the max_runtime (stuck) clock, and a job that waits in
+# the EPM queue has not started yet.
+STATUS_SPELLINGS: Mapping[Status, tuple[str, ...]] = MappingProxyType(
+    {
+        Status.BLANK: ("blank", "not started", "pending", "submitted", "queued"),
+        Status.LOADING: (
+            "loading",
+            "running",
+            "processing",
+            "in progress",
+            "in process",
+            "started",
+            "cancel pending",
+        ),
+        Status.OK: (
+            "ok",
+            "success",
+            "successful",
+            "succeeded",
+            "completed",
+            "complete",
+            "completed successfully",
+            "done",
+        ),
+        Status.WARNING: (
+            "warning",
+            "warnings",
+            "completed with warning",
+            "completed with warnings",
+            "completed with errors",
+            "completed with threshold exceeded",
+            "completed with unknown status",
+            "cancelled",
+            "canceled",
+        ),
+        Status.ERROR: ("error", "failed", "failure", "fail", "failed with errors"),
+    }
+)
 
-ACCEPTED_STATUS_SPELLINGS: tuple[str, ...] = tuple(_STATUS_ALIASES)
+# Every accepted spelling, canonical names included, to the status it stands for.
+STATUS_ALIASES: Mapping[str, Status] = MappingProxyType(
+    {
+        spelling: status
+        for status, spellings in STATUS_SPELLINGS.items()
+        for spelling in spellings
+    }
+)
+
+
+def fold_status_spelling(value: str) -> str:
+    """Fold a status to the form of STATUS_ALIASES: case-folded, ``_`` and ``-``
+    read as spaces, runs of spaces made one."""
+    return " ".join(value.replace("_", " ").replace("-", " ").split()).casefold()
 
 
 def parse_status(value: str) -> Status | None:
     """Return the canonical status for a spelling, or None when it is not one."""
-    key = " ".join(value.replace("_", " ").replace("-", " ").split()).lower()
-    return _STATUS_ALIASES.get(key)
+    return STATUS_ALIASES.get(fold_status_spelling(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,15 +140,16 @@ class Record:
 
     @property
     def run_start(self) -> datetime | None:
-        """When the run began: for a job, its first Loading (else its first update);
-        without a job id, its first non-OK update."""
+        """Start of the run. For a job, it is its first Loading, or None when the
+        job never reported Loading. Without a job id, it is the first non-OK update."""
         if self.job_id is None:
             return self.run_first_seen_at or self.run_started_at
-        return self.run_started_at or self.run_first_seen_at
+        return self.run_started_at
 
     @property
     def run_duration_seconds(self) -> float | None:
-        """Length of the last finished run, or None while a run is open."""
+        """Length of the last finished run in seconds. None while a run is open,
+        and None when its start is unknown (a job that never reported Loading)."""
         if self.run_start is None or self.run_finished_at is None:
             return None
         return (self.run_finished_at - self.run_start).total_seconds()

@@ -3,8 +3,9 @@
 - An update older than the stored one goes to history but does not roll the row back.
 - An update identical to the stored row (status, job id, message) changes nothing.
 - A ``job_id`` ties updates into a run: first seen (its first update), started
-  (its first Loading), finished (its first terminal status). Without a job id, a
-  run lasts from the first non-OK update to the next OK.
+  (its first Loading), finished (its first terminal status). Its duration runs
+  from started to finished, and is unknown when the job never reported Loading.
+  Without a job id, a run lasts from the first non-OK update to the next OK.
 """
 
 from __future__ import annotations

@@ -401,7 +401,7 @@ def test_bundled_row_update_edits_bundle_parent(harness: Harness) -> None:
     assert harness.outbox.ops("reply")[0].target == parent
     update = harness.outbox.ops("update")[0]
     assert update.target == parent
-    assert "1 EPM jobs need attention (1 recovered or moved on)" in update.message.text
+    assert "1 EPM job needs attention (1 recovered or moved on)" in update.message.text
 
 
 def test_bundle_closes_when_all_rows_recover(harness: Harness) -> None:

@@ -119,7 +119,7 @@ class Fuzzer:
             assert status in (400, CLOSED), (status, raw[:200])
             assert after == before, f"{method} {template}: rejected but stored"
             return status, None
-        body = json.loads(raw)
+        body = strict_json(raw)
         if template is not None:
             problems = response_problems(method, template, status, body)
         else:
@@ -165,6 +165,15 @@ def fuzzer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzer]:
     }
     with ServerProcess(data_dir, env) as server:
         yield Fuzzer(server)
+
+
+def _reject_constant(name: str) -> Any:
+    raise AssertionError(f"the response contains {name}, which is not JSON")
+
+
+def strict_json(raw: bytes) -> Any:
+    """Parse a response as RFC 8259 JSON, which has no NaN or Infinity."""
+    return json.loads(raw, parse_constant=_reject_constant)
 
 
 # --- strategies ----------------------------------------------------------------
@@ -271,6 +280,8 @@ RAW_BODIES = st.one_of(
     st.text(CHARACTERS, max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass")),
     st.text(CHARACTERS, max_size=300).map(lambda t: t.encode("utf-16")),
     st.just(b'{"app": "A", "domain": "D", "status": NaN}'),
+    st.just(b'{"app": "A", "domain": "D", "status": "OK", "job_id": -Infinity}'),
+    st.just(b'{"app": "A", "domain": "D", "status": "OK", "job_id": 1e999}'),
     st.just(b'{"app": "A", "app": "B", "domain": "D", "status": "OK"}'),
 )
 
@@ -447,6 +458,25 @@ def test_wrong_methods_on_api_routes_get_405(fuzzer: Fuzzer) -> None:
         status, _, raw = fuzzer.send(method, path)
         assert status == 405, (method, path, raw)
         assert error_problems(json.loads(raw)) == []
+
+
+def test_non_finite_numbers_get_valid_json_errors(fuzzer: Fuzzer) -> None:
+    for field in ("job_id", "status", "app", "message", "extra"):
+        for token in ("NaN", "Infinity", "-Infinity", "1e999"):
+            fields = {"app": '"A"', "domain": '"D"', "status": '"OK"', field: token}
+            body = "{" + ", ".join(f'"{k}": {v}' for k, v in fields.items()) + "}"
+            status, answer = fuzzer.check(
+                "POST",
+                STATUS_PATH,
+                lambda body=body: fuzzer.send(
+                    "POST",
+                    STATUS_PATH,
+                    body.encode(),
+                    {"Content-Type": "application/json"},
+                ),
+            )
+            assert status == 400, (body, answer)
+            assert answer["error"]["code"] == "invalid_json", body
 
 
 def test_any_authorization_header_is_rejected(fuzzer: Fuzzer) -> None:

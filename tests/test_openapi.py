@@ -9,6 +9,7 @@ import jsonschema
 import pytest
 
 from bot.service import Service
+from store.models import STATUS_ALIASES
 from tests.openapi_spec import SPEC_PATH, documented_routes, load_spec, resolve
 
 
@@ -59,6 +60,34 @@ def test_openapi_api_operations_document_401(spec: dict[str, Any]) -> None:
             continue
         for method, operation in item.items():
             assert "401" in operation["responses"], f"{method.upper()} {path}"
+
+
+def test_openapi_status_lists_every_spelling(spec: dict[str, Any]) -> None:
+    status = spec["components"]["schemas"]["StatusUpdate"]["properties"]["status"]
+    described = " ".join(status["description"].split()).casefold()
+
+    missing = [s for s in STATUS_ALIASES if s not in described]
+
+    assert missing == [], "status spellings the StatusUpdate schema does not list"
+
+
+def _required(spec: dict[str, Any], schema: dict[str, Any]) -> set[str]:
+    if "$ref" in schema:
+        return _required(spec, resolve(spec, schema["$ref"]))
+    names = set(schema.get("required", []))
+    for part in schema.get("allOf", []):
+        names |= _required(spec, part)
+    return names
+
+
+def test_openapi_api_answers_all_have_ok(spec: dict[str, Any]) -> None:
+    for path, item in spec["paths"].items():
+        if not path.startswith("/api/"):
+            continue
+        for method, operation in item.items():
+            response = operation["responses"]["200"]
+            schema = response["content"]["application/json"]["schema"]
+            assert "ok" in _required(spec, schema), f"{method.upper()} {path}"
 
 
 def server_routes(service: Service) -> set[tuple[str, str]]:

@@ -179,3 +179,40 @@ def test_run_after_blank_starts_fresh() -> None:
 
     assert record.run_started_at == at(8)
     assert record.run_duration_seconds == 120
+
+
+def test_job_without_loading_has_no_duration() -> None:
+    record = play(update(Status.ERROR, 0, job_id="55"))
+
+    assert record.run_first_seen_at == T0
+    assert record.run_finished_at == T0
+    assert record.run_started_at is None
+    assert record.run_start is None
+    assert record.run_duration_seconds is None
+
+
+def test_queued_job_duration_starts_at_loading() -> None:
+    record = play(
+        update(Status.BLANK, 0, job_id="56"),
+        update(Status.LOADING, 4, job_id="56"),
+        update(Status.OK, 10, job_id="56"),
+    )
+
+    assert record.run_first_seen_at == T0
+    assert record.run_duration_seconds == 360
+
+
+def test_queued_job_that_never_loads_has_no_duration() -> None:
+    record = play(
+        update(Status.BLANK, 0, job_id="57"),
+        update(Status.WARNING, 3, job_id="57", message="cancelled"),
+    )
+
+    assert record.run_duration_seconds is None
+
+
+def test_run_without_job_starts_at_first_non_ok() -> None:
+    record = play(update(Status.ERROR, 0), update(Status.OK, 5))
+
+    assert record.run_start == T0
+    assert record.run_duration_seconds == 300

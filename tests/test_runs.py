@@ -106,6 +106,16 @@ def test_new_job_id_starts_new_run(server: ServerProcess) -> None:
     assert row["run_duration_seconds"] is None
 
 
+def test_job_that_only_failed_has_no_duration(server: ServerProcess) -> None:
+    send(server, "Runs", "OnlyError", "Error", job_id="55", timestamp=ago(50))
+
+    row = record(server, "Runs", "OnlyError")
+    line = canvas_row(server, "OnlyError", ":x:")
+
+    assert row["run_duration_seconds"] is None
+    assert "took" not in line
+
+
 def test_run_without_job_id_lasts_until_ok(server: ServerProcess) -> None:
     first = ago(600)
     send(server, "Runs", "NoJob", "Error", timestamp=first)

@@ -12,10 +12,17 @@ from handlers.validation import (
     MAX_MESSAGE_LENGTH,
     ParsedUpdate,
     ValidationProblem,
+    error_value,
     parse_update,
 )
 from store.catalog import AppConfig, Catalog
-from store.models import Status
+from store.models import (
+    STATUS_ALIASES,
+    STATUS_SPELLINGS,
+    Status,
+    fold_status_spelling,
+    parse_status,
+)
 
 RECEIVED = datetime(2026, 1, 31, 17, 0, tzinfo=UTC)
 OPEN = Catalog()
@@ -267,3 +274,209 @@ def test_names_resolve_to_configured_spelling() -> None:
 
     assert parsed.update.app == "Planning"
     assert parsed.update.domain == "Forecast"
+
+
+@pytest.mark.parametrize(
+    ("spelling", "expected"),
+    [
+        ("Cancelled", Status.WARNING),
+        ("Canceled", Status.WARNING),
+        ("Cancel Pending", Status.LOADING),
+        ("In Process", Status.LOADING),
+        ("In Progress", Status.LOADING),
+        ("Processing", Status.LOADING),
+        ("Completed with warning", Status.WARNING),
+        ("Completed with warnings", Status.WARNING),
+        ("Failed with errors", Status.ERROR),
+        ("Completed successfully", Status.OK),
+        ("Completed with threshold exceeded", Status.WARNING),
+        ("COMPLETED_WITH_THRESHOLD_EXCEEDED", Status.WARNING),
+        ("Submitted", Status.BLANK),
+        ("Queued", Status.BLANK),
+    ],
+)
+def test_epm_status_word_is_accepted(spelling: str, expected: Status) -> None:
+    assert parse(status=spelling).update.status is expected
+
+
+def test_status_aliases_map_to_canonical_statuses() -> None:
+    for spelling, status in STATUS_ALIASES.items():
+        assert isinstance(status, Status), spelling
+        assert parse_status(spelling) is status, spelling
+        assert parse_status(spelling.upper()) is status, spelling
+
+
+def test_status_aliases_are_folded() -> None:
+    # A spelling that is not in folded form could never be looked up.
+    for spelling in STATUS_ALIASES:
+        assert fold_status_spelling(spelling) == spelling
+
+
+def test_status_aliases_do_not_conflict() -> None:
+    listed = [s for spellings in STATUS_SPELLINGS.values() for s in spellings]
+    repeated = sorted({s for s in listed if listed.count(s) > 1})
+
+    assert repeated == []
+    assert len(STATUS_ALIASES) == len(listed)
+
+
+def test_canonical_status_names_map_to_themselves() -> None:
+    for status in Status:
+        assert STATUS_ALIASES[status.value.casefold()] is status
+
+
+def test_unknown_status_message_lists_every_spelling() -> None:
+    found = problem(status="Finished-ish")
+
+    for spelling in STATUS_ALIASES:
+        assert spelling in found.message.casefold(), spelling
+
+
+@pytest.mark.parametrize("field", ["app", "domain", "job_id"])
+@pytest.mark.parametrize(
+    "character", ["\u200b", "\u202e", "\u2066", "\ufeff", "\u00ad", "\u2028"]
+)
+def test_invisible_character_is_rejected(field: str, character: str) -> None:
+    value = f"Plan{character}ning"
+
+    found = problem(**{field: value})
+
+    assert found.code == "invalid_value"
+    assert found.field == field
+    assert found.status == 422
+    assert found.value == value
+    assert f"Plan\\u{ord(character):04x}ning" in found.message
+    assert f"U+{ord(character):04X}" in found.message
+    assert "Remove it" in found.message
+
+
+def test_invisible_character_is_named() -> None:
+    found = problem(domain="A\u202eB")
+
+    assert "RIGHT-TO-LEFT OVERRIDE" in found.message
+
+
+def test_names_are_nfc_normalised() -> None:
+    parsed = parse(app="Cafe\u0301", domain=" Re\u0301sume\u0301 ")
+
+    assert parsed.update.app == "Caf\u00e9"
+    assert parsed.update.domain == "R\u00e9sum\u00e9"
+
+
+def test_job_id_is_nfc_normalised() -> None:
+    assert parse(job_id=" Cafe\u0301 ").update.job_id == "Caf\u00e9"
+
+
+def test_batch_item_not_an_object_names_the_item() -> None:
+    with pytest.raises(ValidationProblem) as caught:
+        parse_update([1], OPEN, RECEIVED, prefix="updates[0].")
+
+    assert caught.value.field == "updates[0]"
+    assert caught.value.message.startswith("updates[0] must be a JSON object")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"a": 1}, '{"a": 1}'),
+        (["x", None], '["x", null]'),
+        ({"name": "Café"}, '{"name": "Café"}'),
+        (float("nan"), "NaN"),
+        (float("inf"), "Infinity"),
+        (float("-inf"), "-Infinity"),
+        ({"n": float("nan")}, "<dict>"),
+        (1.5, 1.5),
+        (7, 7),
+        (None, None),
+        (True, True),
+    ],
+)
+def test_error_value_is_json_scalar(value: Any, expected: Any) -> None:
+    assert error_value(value) == expected
+
+
+def test_error_value_cuts_long_json_text() -> None:
+    value = error_value(["x" * 500])
+
+    assert isinstance(value, str)
+    assert value.startswith('["xxx')
+    assert len(value) == 201
+
+
+def test_error_value_cuts_long_integer() -> None:
+    value = error_value(10**400)
+
+    assert isinstance(value, str)
+    assert len(value) == 201
+
+
+def test_problem_json_shows_object_as_json() -> None:
+    body = problem(status={"a": 1}).to_json()
+
+    assert body["value"] == '{"a": 1}'
+
+
+@pytest.mark.parametrize(
+    ("variant", "known"),
+    [
+        ("jobId", "job_id"),
+        ("JobID", "job_id"),
+        ("job-id", "job_id"),
+        ("jobid", "job_id"),
+        ("Message", "message"),
+        ("time_stamp", "timestamp"),
+        ("timeStamp", "timestamp"),
+        ("Source", "source"),
+    ],
+)
+def test_field_variant_gets_did_you_mean_note(variant: str, known: str) -> None:
+    parsed = parse(**{variant: "x"})
+
+    assert parsed.ignored_fields == [variant]
+    assert f"did you mean {known}?" in " ".join(parsed.notes)
+
+
+def test_field_variant_is_not_read() -> None:
+    parsed = parse(jobId="42")
+
+    assert parsed.update.job_id is None
+
+
+def test_field_variant_beside_field_gets_no_note() -> None:
+    parsed = parse(job_id="1", jobId="2")
+
+    assert parsed.update.job_id == "1"
+    assert parsed.ignored_fields == ["jobId"]
+    assert parsed.notes == []
+
+
+def test_field_variant_note_names_batch_item() -> None:
+    parsed = parse_update(
+        {"app": "Planning", "domain": "Actual", "status": "OK", "jobId": 7},
+        OPEN,
+        RECEIVED,
+        prefix="updates[2].",
+    )
+
+    assert parsed.ignored_fields == ["updates[2].jobId"]
+    assert parsed.notes[0].startswith("updates[2].jobId was ignored")
+
+
+def test_typo_gets_no_did_you_mean_note() -> None:
+    assert parse(stauts="OK").notes == []
+
+
+@pytest.mark.parametrize(
+    ("variant", "missing"), [("App", "app"), ("DOMAIN", "domain"), ("Status", "status")]
+)
+def test_missing_field_names_its_variant(variant: str, missing: str) -> None:
+    payload: dict[str, Any] = {"app": "Planning", "domain": "Actual", "status": "OK"}
+    payload[variant] = payload.pop(missing)
+
+    with pytest.raises(ValidationProblem) as caught:
+        parse_update(payload, OPEN, RECEIVED)
+
+    assert caught.value.code == "missing_field"
+    assert caught.value.field == missing
+    assert f"did you mean {missing}?" in caught.value.message
+    assert variant in caught.value.message

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -299,7 +300,8 @@ async def test_get_all_returns_apps_and_updated_at(api: ApiClient) -> None:
     reply = await api.get(STATUS)
 
     assert reply.status == 200
-    assert set(reply.body) == {"apps", "updated_at"}
+    assert set(reply.body) == {"ok", "apps", "updated_at"}
+    assert reply.body["ok"] is True
     assert reply.body["apps"]["Planning"]["Actual"]["status"] == "OK"
     assert reply.body["apps"]["FCCS"]["Consolidation"]["status"] == "Loading"
     assert datetime.fromisoformat(reply.body["updated_at"]).tzinfo is not None
@@ -308,7 +310,7 @@ async def test_get_all_returns_apps_and_updated_at(api: ApiClient) -> None:
 async def test_get_all_on_empty_store(api: ApiClient) -> None:
     reply = await api.get(STATUS)
 
-    assert reply.body == {"apps": {}, "updated_at": None}
+    assert reply.body == {"ok": True, "apps": {}, "updated_at": None}
 
 
 async def test_get_app_returns_its_domains(api: ApiClient) -> None:
@@ -318,6 +320,7 @@ async def test_get_app_returns_its_domains(api: ApiClient) -> None:
     reply = await api.get(f"{STATUS}/planning")
 
     assert reply.status == 200
+    assert reply.body["ok"] is True
     assert reply.body["app"] == "Planning"
     assert set(reply.body["domains"]) == {"Actual", "Forecast"}
 
@@ -424,3 +427,181 @@ async def test_sync_publishes_local_boards(api: ApiClient, data_dir: Path) -> No
     assert boards["main"]["ok"] is True
     main = (data_dir / "canvas" / "main.md").read_text(encoding="utf-8")
     assert "rule failed" in main
+
+
+async def test_get_app_prefers_exact_match(api: ApiClient) -> None:
+    await api.post(STATUS, body(app="Planning", status="OK"))
+    await api.post(STATUS, body(app="PLANNING", status="Error"))
+
+    upper = await api.get(f"{STATUS}/PLANNING")
+    title = await api.get(f"{STATUS}/Planning")
+
+    assert upper.body["app"] == "PLANNING"
+    assert upper.body["domains"]["Actual"]["status"] == "Error"
+    assert title.body["app"] == "Planning"
+    assert title.body["domains"]["Actual"]["status"] == "OK"
+
+
+async def test_get_app_without_exact_match_ignores_case(api: ApiClient) -> None:
+    await api.post(STATUS, body(app="Planning"))
+    await api.post(STATUS, body(app="PLANNING"))
+
+    reply = await api.get(f"{STATUS}/planning")
+
+    assert reply.status == 200
+    assert reply.body["app"] == "Planning"
+
+
+async def test_get_app_uses_configured_spelling(apps_api: ApiClient) -> None:
+    await apps_api.post(STATUS, body(app="PLANNING"))
+
+    reply = await apps_api.get(f"{STATUS}/planning")
+
+    assert reply.status == 200
+    assert reply.body["ok"] is True
+    assert reply.body["app"] == "Planning"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"app": "Plan\u200bning"}, "app"),
+        ({"domain": "A\u202eB"}, "domain"),
+        ({"job_id": "42\u2060"}, "job_id"),
+    ],
+)
+async def test_invisible_character_is_422(
+    api: ApiClient, fields: dict[str, str], field: str
+) -> None:
+    reply = await api.post(STATUS, body(**fields))
+    current = await api.get(STATUS)
+
+    assert reply.status == 422
+    error = reply.body["error"]
+    assert error["code"] == "invalid_value"
+    assert error["field"] == field
+    assert error["value"] == fields[field]
+    assert "\\u" in error["message"]
+    assert "Remove it" in error["message"]
+    assert current.body["apps"] == {}
+
+
+async def test_visually_equal_names_are_one_row(api: ApiClient) -> None:
+    await api.post(STATUS, body(app="Cafe\u0301", domain=" Actual"))
+    await api.post(STATUS, body(app="Caf\u00e9 ", domain="Actual", status="Error"))
+
+    reply = await api.get(STATUS)
+
+    assert list(reply.body["apps"]) == ["Caf\u00e9"]
+    assert list(reply.body["apps"]["Caf\u00e9"]) == ["Actual"]
+    assert reply.body["apps"]["Caf\u00e9"]["Actual"]["status"] == "Error"
+
+
+async def test_epm_status_words_are_stored_canonical(api: ApiClient) -> None:
+    words = {
+        "D1": ("Cancelled", "Warning"),
+        "D2": ("Cancel Pending", "Loading"),
+        "D3": ("In Process", "Loading"),
+        "D4": ("Completed with warnings", "Warning"),
+        "D5": ("Failed with errors", "Error"),
+        "D6": ("Completed successfully", "OK"),
+        "D7": ("Completed with threshold exceeded", "Warning"),
+        "D8": ("Queued", "Blank"),
+    }
+    updates = [body(domain=d, status=word) for d, (word, _) in words.items()]
+
+    reply = await api.post(BATCH, {"updates": updates})
+
+    assert reply.status == 200
+    stored = {
+        r["record"]["domain"]: r["record"]["status"] for r in reply.body["results"]
+    }
+    assert stored == {d: status for d, (_, status) in words.items()}
+
+
+async def test_unknown_status_lists_common_spellings(api: ApiClient) -> None:
+    reply = await api.post(STATUS, body(status="Kaput"))
+
+    message = reply.body["error"]["message"]
+    assert "common spellings" in message
+    assert "cancelled" in message
+    assert "in process" in message
+
+
+async def test_batch_item_not_object_names_item(api: ApiClient) -> None:
+    reply = await api.post(BATCH, {"updates": [body(), 1]})
+
+    assert reply.status == 422
+    assert reply.body["error"]["code"] == "invalid_type"
+    assert reply.body["error"]["field"] == "updates[1]"
+    assert reply.body["error"]["message"].startswith("updates[1] must be")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [({"a": 1}, '{"a": 1}'), (["OK"], '["OK"]')],
+)
+async def test_error_value_of_object_is_json_text(
+    api: ApiClient, value: Any, expected: str
+) -> None:
+    reply = await api.post(STATUS, body(status=value))
+
+    assert reply.status == 422
+    assert reply.body["error"]["value"] == expected
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
+async def test_non_finite_number_is_400(api: ApiClient, token: str) -> None:
+    raw = '{"app": "Planning", "domain": "Actual", "status": "OK", "job_id": %s}'
+
+    reply = await api.post(
+        STATUS, data=raw % token, headers={"Content-Type": "application/json"}
+    )
+
+    assert reply.status == 400
+    assert reply.body["error"]["code"] == "invalid_json"
+    assert token in reply.body["error"]["message"]
+    assert reply.body["error"]["value"] == token
+    # Raises ValueError when the body held NaN or Infinity.
+    json.dumps(reply.body, allow_nan=False)
+
+
+async def test_job_id_variant_gets_note(api: ApiClient) -> None:
+    reply = await api.post(STATUS, body(jobId=4711))
+
+    assert reply.status == 200
+    assert reply.body["record"]["job_id"] is None
+    assert reply.body["ignored_fields"] == ["jobId"]
+    assert "jobId was ignored: did you mean job_id?" in reply.body["notes"][0]
+
+
+async def test_missing_app_with_variant_says_did_you_mean(api: ApiClient) -> None:
+    payload = {"App": "Planning", "domain": "Actual", "status": "OK"}
+
+    reply = await api.post(STATUS, payload)
+
+    assert reply.status == 422
+    assert reply.body["error"]["code"] == "missing_field"
+    assert reply.body["error"]["field"] == "app"
+    assert "did you mean app?" in reply.body["error"]["message"]
+
+
+async def test_get_app_finds_decomposed_name(api: ApiClient) -> None:
+    await api.post(STATUS, body(app="Caf\u00e9"))
+
+    decomposed = quote("Cafe\u0301")
+
+    reply = await api.get(f"{STATUS}/{decomposed}")
+
+    assert reply.status == 200
+    assert reply.body["app"] == "Caf\u00e9"
+
+
+async def test_history_finds_decomposed_name(api: ApiClient) -> None:
+    await api.post(STATUS, body(app="Caf\u00e9", domain="R\u00e9sum\u00e9"))
+    query = urlencode({"app": "Cafe\u0301", "domain": " Re\u0301sume\u0301"})
+
+    reply = await api.get(f"/api/v1/history?{query}")
+
+    assert reply.status == 200
+    assert [event["app"] for event in reply.body["events"]] == ["Caf\u00e9"]
