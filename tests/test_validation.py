@@ -480,3 +480,24 @@ def test_missing_field_names_its_variant(variant: str, missing: str) -> None:
     assert caught.value.field == missing
     assert f"did you mean {missing}?" in caught.value.message
     assert variant in caught.value.message
+
+
+def test_readme_lists_every_status_spelling() -> None:
+    from pathlib import Path
+
+    from store.models import STATUS_SPELLINGS
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme[readme.index("| Stored as | Also accepted |") :]
+    table = table[: table.index("\n\n")].replace(
+        "with warning(s)", "with warning, completed with warnings"
+    )
+    for status, spellings in STATUS_SPELLINGS.items():
+        row = next(
+            line for line in table.splitlines() if f"| `{status.value}` |" in line
+        )
+        listed = {part.strip() for part in row.split("|")[2].split(",")}
+        for spelling in spellings:
+            if spelling == status.value.lower():
+                continue
+            assert spelling in listed, f"README misses {spelling!r} for {status.value}"
