@@ -261,3 +261,34 @@ def test_client_credentials_work_when_the_pod_accepts_them(
             log = server.log()
         assert pod.token_requests("client_credentials")
     assert "cc-secret-value" not in log
+
+
+def test_watch_subcommand_follows_a_job_through_socket_mode(
+    pod: FakeEpmPod, tmp_path: Path
+) -> None:
+    from tests.fakes.slack_api import FakeSlack
+    from tests.fakes.slack_payloads import MAIN_CHANNEL_ID, slash_command
+
+    pod.add_job("planning", 701, [(-1, "Processing"), (0, "Completed", "Done")])
+    with FakeSlack.in_thread() as slack:
+        env = {
+            **basic_env(tmp_path, pod),
+            "SLACK_BOT_TOKEN": slack.bot_token,
+            "SLACK_APP_TOKEN": slack.app_token,
+            "SLACK_API_URL": slack.base_url,
+            "SLACK_MAIN_CHANNEL_ID": MAIN_CHANNEL_ID,
+        }
+        with ServerProcess(tmp_path / "data", env) as server:
+            slack.socket_mode.wait_connected_sync(timeout=15)
+            payload = slash_command(
+                "watch planning actual 701", response_url=slack.response_url("w")
+            )
+            ack = slack.socket_mode.send_envelope_sync("slash_commands", payload)
+            replies = slack.wait_for_sync(lambda: slack.responses("w"), timeout=10)
+            wait_until(lambda: row(server, "Planning", "Actual")["status"] == "OK")
+            record = row(server, "Planning", "Actual")
+
+    assert ack.latency < 3.0
+    assert "701" in json.dumps(replies[0])
+    assert record["job_id"] == "701"
+    assert record["source"] == "epm"
