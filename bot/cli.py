@@ -4,23 +4,48 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
+import math
+import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from bot.config_check import Problem, check_settings, problems_from_validation
+from bot.setting_names import check_setting_names
 from bot.settings import Settings
 
 
-def load_settings() -> tuple[Settings | None, list[Problem]]:
-    """Read the settings; on invalid values return the problems instead."""
+def load_settings(
+    *, on_this_machine: bool = False
+) -> tuple[Settings | None, list[Problem]]:
+    """Read the settings; on invalid values return the problems instead.
+
+    ``on_this_machine`` adds the checks of ``check-config`` and ``serve``: setting
+    names that look like typos, and the data dir, log file and host (see
+    bot.runtime_check).
+    """
+    names: list[Problem] = []
+    if on_this_machine:
+        env_file = Settings.model_config.get("env_file")
+        names = check_setting_names(
+            os.environ, Path(env_file) if isinstance(env_file, str) else None
+        )
     try:
         settings = Settings()
     except ValidationError as exc:
-        return None, problems_from_validation(exc)
-    return settings, check_settings(settings)
+        return None, problems_from_validation(exc) + names
+    problems = check_settings(settings) + names
+    if on_this_machine:
+        from bot.runtime_check import check_runtime
+
+        problems += check_runtime(settings)
+    return settings, problems
 
 
 def print_problems(problems: Sequence[Problem]) -> None:
@@ -29,7 +54,11 @@ def print_problems(problems: Sequence[Problem]) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings, problems = load_settings()
+    from bot.runtime_check import check_port
+
+    settings, problems = load_settings(on_this_machine=True)
+    if settings is not None:
+        problems += check_port(settings)
     print_problems(problems)
     if args.slack and settings is not None:
         from bot.slack_check import check_slack
@@ -48,13 +77,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     checked = ", Slack checks passed" if args.slack else ""
     print(
         f"configuration OK (mode {settings.mode}, env {settings.env}, "
-        f"data dir {settings.data_dir}{checked})"
+        f"data dir {os.path.abspath(settings.data_dir)}{checked})"
     )
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings, problems = load_settings()
+    settings, problems = load_settings(on_this_machine=True)
     errors = [p for p in problems if p.severity == "error"]
     if settings is None or errors:
         print(
@@ -68,12 +97,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from store.lock import DataDirLocked
     from store.tinydb_storage import StoreCorruptError
 
-    redactor = configure_logging(
-        settings.effective_log_level,
-        settings.log_format,
-        settings.log_file,
-        settings.secret_values(),
+    # An absolute data dir makes the start-up log line and every error about its
+    # files name the real place, wherever serve was started from.
+    settings = settings.model_copy(
+        update={"data_dir": Path(os.path.abspath(settings.data_dir))}
     )
+    try:
+        redactor = configure_logging(
+            settings.effective_log_level,
+            settings.log_format,
+            settings.log_file,
+            settings.secret_values(),
+        )
+    except OSError as exc:
+        print(
+            f"EPMPulse did not start: EPMPULSE_LOG_FILE: {settings.log_file} cannot "
+            f"be opened for writing ({exc.strerror}): give the user that runs "
+            "EPMPulse write access to its folder, or unset EPMPULSE_LOG_FILE to log "
+            "to stderr only",
+            file=sys.stderr,
+        )
+        return 3
     print_problems(problems)
     try:
         service = Service(settings)
@@ -88,28 +132,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"EPMPulse did not start: {exc}", file=sys.stderr)
         return 3
     except OSError as exc:
-        print(f"EPMPulse did not start: {exc}", file=sys.stderr)
+        print(f"EPMPulse did not start: {start_error(exc, settings)}", file=sys.stderr)
         return 3
     return 0
 
 
+def start_error(exc: OSError, settings: Settings) -> str:
+    """Name the setting behind an OSError at start-up, and its fix."""
+    from bot.runtime_check import HOST_FIX, bind_error
+
+    if isinstance(exc, socket.gaierror):
+        return f"EPMPULSE_HOST: {settings.host!r} cannot be resolved: {HOST_FIX}"
+    if exc.filename is None and exc.errno in (
+        errno.EADDRINUSE,
+        errno.EADDRNOTAVAIL,
+        errno.EACCES,
+    ):
+        setting, message = bind_error(exc, settings.host, settings.port)
+        return f"{setting}: {message}"
+    if isinstance(exc.filename, str) and Path(exc.filename).is_relative_to(
+        settings.data_dir
+    ):
+        return (
+            f"EPMPULSE_DATA_DIR: {exc.filename}: {exc.strerror}. Give the user that "
+            "runs EPMPulse ownership of the data dir, or set EPMPULSE_DATA_DIR to "
+            "another folder."
+        )
+    return str(exc)
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     import requests
-
-    from bot.keys import client_key
 
     settings, problems = load_settings()
     if settings is None:
         print_problems(problems)
         return 2
     url = args.url or f"http://{_client_host(settings.host)}:{settings.port}"
-    key = args.key or client_key(settings)
+    url_problem = _send_url_problem(url)
+    if url_problem is not None:
+        print(f"error: --url: {url_problem}", file=sys.stderr)
+        return 2
+    key = _send_key(args, settings)
     if key is None:
-        print(
-            "no API key: set EPMPULSE_API_KEY, or start 'epmpulse serve' once in "
-            "local mode so it generates one",
-            file=sys.stderr,
-        )
         return 2
     body = {"app": args.app, "domain": args.domain, "status": args.status}
     if args.job_id:
@@ -133,6 +198,57 @@ def cmd_send(args: argparse.Namespace) -> int:
         json.dumps(response.json() if _is_json(response) else response.text, indent=2)
     )
     return 0 if response.ok else 1
+
+
+def _send_url_problem(url: str) -> str | None:
+    """Check the server URL of ``send``. The text never repeats a password."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        return f"cannot be parsed ({exc}); use the form http://127.0.0.1:18800"
+    if parts.username is not None or parts.password is not None:
+        return (
+            "contains a user name or password, which send never uses: remove the "
+            "'user:password@' part (the API key is sent as a bearer token)"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http or https URL such as http://127.0.0.1:18800"
+    return None
+
+
+def _send_key(args: argparse.Namespace, settings: Settings) -> str | None:
+    """Return the key for ``send``, or print why there is none and return None."""
+    from bot.keys import KeyConfigError, client_key, key_search_report
+
+    if args.key:
+        return str(args.key)
+    if args.key_env:
+        from_env = os.environ.get(args.key_env, "").strip()
+        if not from_env:
+            print(
+                f"no API key: the environment variable {args.key_env} (from "
+                "--key-env) is not set or empty",
+                file=sys.stderr,
+            )
+            return None
+        return from_env
+    try:
+        key = client_key(settings)
+    except KeyConfigError as exc:
+        print(f"no API key: {exc}", file=sys.stderr)
+        return None
+    if key is None:
+        print("no API key found. Looked in:", file=sys.stderr)
+        for place in key_search_report(settings):
+            print(f"  {place}", file=sys.stderr)
+        print(
+            "Run send where 'epmpulse serve' runs, set EPMPULSE_DATA_DIR to the "
+            "server's data dir, or name a variable that holds the key with "
+            "--key-env.",
+            file=sys.stderr,
+        )
+    return key
 
 
 def _is_json(response: object) -> bool:
@@ -189,6 +305,21 @@ def cmd_epm_login(args: argparse.Namespace) -> int:
     return 0
 
 
+def _speed(text: str) -> float:
+    try:
+        speed = float(text)
+    except ValueError:
+        speed = math.nan
+    # Only a finite number above 0 is a speed: nan made the replay wait forever,
+    # and 0 or less slowed it a hundredfold.
+    if not math.isfinite(speed) or speed <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a speed: use a number above 0, such as 2 for twice as "
+            "fast or 0.5 for half speed"
+        )
+    return speed
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="epmpulse",
@@ -207,7 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(func=cmd_check_config)
 
-    send = sub.add_parser("send", help="post one status update to a running server")
+    send = sub.add_parser(
+        "send",
+        help="post one status update to a running server",
+        description="Post one status update to a running server. The API key is "
+        "the first of EPMPULSE_API_KEY, the keys file (EPMPULSE_API_KEYS_FILE) and "
+        "the key that local mode generated in <data dir>/secrets/api_key, unless "
+        "--key-env or --key names another.",
+    )
     send.add_argument("--app", required=True, help="EPM application, e.g. Planning")
     send.add_argument("--domain", required=True, help="domain, e.g. Actual")
     send.add_argument("--status", required=True, help="e.g. Loading, OK, Error")
@@ -217,16 +355,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", help="server URL (default: the configured host and port)"
     )
     send.add_argument(
-        "--key", help="API key (default: the configured or generated key)"
+        "--key-env",
+        metavar="NAME",
+        help="read the API key from the environment variable NAME, for a key that "
+        "is not the first configured one",
+    )
+    send.add_argument(
+        "--key",
+        help="API key, for testing only: other users of this machine can see "
+        "command-line arguments. Use --key-env instead",
     )
     send.set_defaults(func=cmd_send)
 
     demo = sub.add_parser("demo", help="replay a sample month-end close locally")
     demo.add_argument(
         "--speed",
-        type=float,
+        type=_speed,
         default=1.0,
-        help="replay speed factor (2 = twice as fast)",
+        help="replay speed factor above 0 (2 = twice as fast)",
     )
     demo.set_defaults(func=cmd_demo)
 

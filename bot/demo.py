@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import sys
 import tempfile
@@ -30,7 +31,12 @@ def load_demo_close() -> dict[str, Any]:
 
 
 async def run_demo(speed: float = 1.0, data_dir: Path | None = None) -> int:
-    """Run the demo and print the final dashboard. Returns the exit code."""
+    """Run the demo and print the final dashboard. Returns the exit code.
+
+    Raises ValueError when ``speed`` is not a finite number above 0.
+    """
+    if not math.isfinite(speed) or speed <= 0:
+        raise ValueError(f"demo speed {speed!r} must be a finite number above 0")
     close = load_demo_close()
     key = secrets.token_urlsafe(32)
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="epmpulse-demo-"))
@@ -58,7 +64,7 @@ async def run_demo(speed: float = 1.0, data_dir: Path | None = None) -> int:
             headers={"Authorization": f"Bearer {key}"}
         ) as session:
             for step in close["steps"]:
-                await asyncio.sleep(float(step.get("delay", 0)) / max(speed, 0.01))
+                await asyncio.sleep(float(step.get("delay", 0)) / speed)
                 body = {
                     k: step[k]
                     for k in ("app", "domain", "status", "job_id", "message")

@@ -96,6 +96,15 @@ def configure_logging(
         handler.addFilter(redactor)
         root.addHandler(handler)
     root.setLevel(level)
+
+    # At DEBUG, slack_sdk logs the JSON of every Web API request and response and
+    # each Socket Mode message, and slack_bolt each response body: payloads that
+    # carry the verification token, response_url and user text. So these stay at
+    # INFO even when EPMPulse itself logs at DEBUG.
+    library_level = max(root.getEffectiveLevel(), logging.INFO)
+    for library in ("slack_sdk", "slack_bolt"):
+        logging.getLogger(library).setLevel(library_level)
+
     # Bolt logs the body of a request that fails signature verification at INFO;
     # that body can carry user data, so keep only its warnings.
     logging.getLogger("slack_bolt.AsyncApp").setLevel(logging.WARNING)

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from bot.hostnames import host_problem
+
 SLASH_COMMAND = "/epmpulse"
 USAGE_HINT = (
     "status [app] | history <app> <domain> [n] | sync | "
@@ -154,6 +156,9 @@ def _url_problem(http_url: str) -> str | None:
         return "Slack sends requests only to https URLs"
     if not parts.hostname:
         return "the host name is missing"
+    problem = host_problem(parts.hostname)
+    if problem is not None:
+        return problem
     if parts.username is not None or parts.password is not None:
         return "it contains a user name or password"
     if parts.path not in ("", "/") or parts.query or parts.fragment:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from store.durations import parse_duration
 from store.smoke import is_smoke_test_row
@@ -21,11 +22,21 @@ BOARDS: tuple[Board, ...] = ("main", "arcs")
 
 
 class CatalogError(Exception):
-    """apps.json is missing, unreadable or invalid. The message names the file."""
+    """apps.json is missing, unreadable or invalid. The message names the file.
+
+    ``problems`` lists each invalid value of a file that failed validation, as
+    "apps[0].board: must be 'main' or 'arcs'", so they can be shown one per line.
+    """
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
 
 
 class DomainConfig(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    # Unknown keys are rejected, so a typo such as "max_runtme" is reported
+    # instead of silently leaving the setting at its default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=64)
     max_runtime: float | None = None
@@ -38,7 +49,7 @@ class DomainConfig(BaseModel):
 
 
 class AppConfig(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=64)
     display_name: str | None = None
@@ -69,7 +80,7 @@ class AppConfig(BaseModel):
 
 
 class _CatalogFile(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     apps: list[AppConfig]
 
@@ -127,6 +138,24 @@ class Catalog:
             raise UnknownRow("domain", domain, [d.name for d in app_config.domains])
         return app_config.name, domain_config.name
 
+    def unusable_entries(self) -> list[str]:
+        """Describe each part of a loaded apps.json for which every update would be
+        rejected: an empty apps list, or an app without domains. Each entry
+        includes the fix."""
+        if self.is_open:
+            return []
+        if not self.apps:
+            return [
+                "apps is empty, so every update would be rejected: list your apps "
+                "and their domains, or remove the file to accept any app and domain"
+            ]
+        return [
+            f"apps[{index}] ({app.name}) has no domains, so every update for it would "
+            'be rejected: list them, e.g. "domains": ["Actual", "Forecast"]'
+            for index, app in enumerate(self.apps)
+            if not app.domains
+        ]
+
     def board_of(self, app: str) -> Board:
         app_config = self.app(app)
         return app_config.home_board if app_config else default_board(app)
@@ -151,7 +180,8 @@ class Catalog:
     def load(cls, path: Path) -> Catalog:
         """Read apps.json. Raises CatalogError naming the file and what is wrong."""
         try:
-            text = path.read_text(encoding="utf-8")
+            # utf-8-sig also accepts the byte order mark that Windows editors add.
+            text = path.read_text(encoding="utf-8-sig")
         except FileNotFoundError as exc:
             raise CatalogError(
                 f"apps config {path} not found: create it or unset EPMPULSE_APPS_CONFIG"
@@ -168,11 +198,10 @@ class Catalog:
         try:
             parsed = _CatalogFile.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-                for error in exc.errors()
-            )
-            raise CatalogError(f"apps config {path} is invalid: {problems}") from exc
+            problems = [_describe_error(error) for error in exc.errors()]
+            raise CatalogError(
+                f"apps config {path} is invalid: {'; '.join(problems)}", problems
+            ) from exc
         names = [app.name.casefold() for app in parsed.apps]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -189,3 +218,59 @@ class Catalog:
                     f"once: {', '.join(repeated)}"
                 )
         return cls(parsed.apps, path)
+
+
+# pydantic names the model class when a level of the file has the wrong type
+# ("Input should be a valid dictionary or instance of _CatalogFile"). These
+# describe what that level must be instead.
+_EXPECTED_SHAPES = {
+    "_CatalogFile": "the file must be a JSON object with an apps list",
+    "AppConfig": "each app must be a JSON object with a name and domains",
+    "DomainConfig": "each domain must be a name or a JSON object with a name",
+}
+
+# The model that validates each level of the file, by the keys on the way to it.
+_MODELS_BY_KEYS: dict[tuple[str, ...], type[BaseModel]] = {
+    (): _CatalogFile,
+    ("apps",): AppConfig,
+    ("apps", "domains"): DomainConfig,
+}
+
+
+def _describe_error(error: ErrorDetails) -> str:
+    """Turn one pydantic error into "apps[0].board: must be 'main' or 'arcs'"."""
+    loc = error["loc"]
+    where = _json_path(loc)
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key{_key_hint(loc)}"
+    if error["type"] == "model_type":
+        class_name = str(error.get("ctx", {}).get("class_name", ""))
+        message = _EXPECTED_SHAPES.get(class_name, error["msg"])
+    elif error["type"] == "missing":
+        message = "missing"
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+        message = message.replace("Input should be", "must be")
+    return f"{where}: {message}" if where else message
+
+
+def _json_path(loc: Sequence[int | str]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def _key_hint(loc: Sequence[int | str]) -> str:
+    keys = tuple(part for part in loc[:-1] if isinstance(part, str))
+    model = _MODELS_BY_KEYS.get(keys)
+    if model is None:
+        return ""
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]).casefold(), known, n=1)
+    if close:
+        return f"; did you mean {close[0]}?"
+    return f"; the known keys are {', '.join(known)}"

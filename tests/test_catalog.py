@@ -148,8 +148,8 @@ def test_invalid_json_names_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("apps", "words"),
     [
-        ([{"name": ""}], "apps.0.name"),
-        ([{"name": "A", "board": "side"}], "apps.0.board"),
+        ([{"name": ""}], "apps[0].name"),
+        ([{"name": "A", "board": "side"}], "apps[0].board"),
         ([{"name": "A", "domains": [{"name": "D", "max_runtime": "soon"}]}], "soon"),
         ([{"name": "A", "domains": [{"name": "D", "max_runtime": 0}]}], "greater"),
         ([{"name": "A"}, {"name": "a"}], "more than once: a"),
@@ -192,3 +192,91 @@ def test_default_path_is_used_when_present(clean_env: None, tmp_path: Path) -> N
 
     assert catalog.is_open is False
     assert catalog.app("planning") is not None
+
+
+def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "apps.json"
+    text = json.dumps({"apps": [{"name": "Planning", "domains": ["Actual"]}]})
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+
+    catalog = Catalog.load(path)
+
+    assert [app.name for app in catalog.apps] == ["Planning"]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (
+            {"apps": [{"name": "P", "dispaly_name": "Plan"}]},
+            "apps[0].dispaly_name: unknown key; did you mean display_name?",
+        ),
+        (
+            {"apps": [{"name": "P", "domains": [{"name": "A", "max_runtme": 60}]}]},
+            "apps[0].domains[0].max_runtme: unknown key; did you mean max_runtime?",
+        ),
+        ({"Apps": []}, "Apps: unknown key; did you mean apps?"),
+        ({"apps": [], "comment": "x"}, "comment: unknown key; the known keys"),
+    ],
+)
+def test_unknown_key_is_rejected_with_hint(
+    tmp_path: Path, content: dict[str, Any], problem: str
+) -> None:
+    path = tmp_path / "apps.json"
+    path.write_text(json.dumps(content), encoding="utf-8")
+
+    with pytest.raises(CatalogError) as caught:
+        Catalog.load(path)
+
+    assert any(item.startswith(problem) for item in caught.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("[]", "the file must be a JSON object with an apps list"),
+        ('{"apps": ["Planning"]}', "apps[0]: each app must be a JSON object"),
+        (
+            '{"apps": [{"name": "P", "domains": [7]}]}',
+            "apps[0].domains[0]: each domain must be a name or a JSON object",
+        ),
+        ('{"apps": [{"name": "P", "board": "side"}]}', "must be 'main' or 'arcs'"),
+        (
+            '{"apps": [{"name": "P", "domains": [{"name": "A", "max_runtime": "x"}]}]}',
+            "apps[0].domains[0].max_runtime: invalid duration 'x'",
+        ),
+    ],
+)
+def test_invalid_value_message_is_readable(
+    tmp_path: Path, content: str, problem: str
+) -> None:
+    path = tmp_path / "apps.json"
+    path.write_text(content, encoding="utf-8")
+
+    with pytest.raises(CatalogError) as caught:
+        Catalog.load(path)
+
+    assert problem in str(caught.value)
+    assert "Value error" not in str(caught.value)
+    assert "_CatalogFile" not in str(caught.value)
+    assert "Config" not in str(caught.value)
+    assert "Input should be" not in str(caught.value)
+
+
+def test_unusable_entries_name_empty_apps(tmp_path: Path) -> None:
+    catalog = load(tmp_path, [])
+
+    assert catalog.unusable_entries()[0].startswith("apps is empty")
+
+
+def test_unusable_entries_name_app_without_domains(tmp_path: Path) -> None:
+    catalog = load(tmp_path, [{"name": "A", "domains": ["D"]}, {"name": "B"}])
+
+    entries = catalog.unusable_entries()
+
+    assert len(entries) == 1
+    assert entries[0].startswith("apps[1] (B) has no domains")
+
+
+def test_open_catalog_has_no_unusable_entries() -> None:
+    assert Catalog().unusable_entries() == []

@@ -16,6 +16,7 @@ import pytest
 from bot.cli import main
 from bot.service import Service
 from tests.conftest import API_KEY, StartService
+from tests.server_process import ServerProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,3 +189,145 @@ async def test_send_defaults_to_configured_address(
 
     assert code == 0
     assert service.store.snapshot.get("Planning", "Actual") is not None
+
+
+@pytest.mark.parametrize("speed", ["0", "-1", "nan", "inf", "fast"])
+def test_demo_rejects_speed_not_above_zero(
+    capsys: pytest.CaptureFixture[str], speed: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--speed", speed])
+
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert "--speed" in err
+    assert "above 0" in err
+
+
+@pytest.mark.parametrize("speed", [0.0, -1.0, float("nan"), float("inf")])
+async def test_run_demo_rejects_speed_not_above_zero(
+    tmp_path: Path, speed: float
+) -> None:
+    from bot.demo import run_demo
+
+    with pytest.raises(ValueError, match="above 0"):
+        await run_demo(speed=speed, data_dir=tmp_path / "demo")
+
+    assert not (tmp_path / "demo").exists()
+
+
+def test_send_never_prints_url_password(
+    clean_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = send("--status", "OK", "--url", "http://admin:s3cret-pw@127.0.0.1:9")
+
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "user name or password" in captured.err
+    assert "s3cret-pw" not in captured.err + captured.out
+
+
+def test_send_help_documents_key_sources(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["send", "--help"])
+
+    out = " ".join(capsys.readouterr().out.split())
+    assert "EPMPULSE_API_KEY" in out
+    assert "EPMPULSE_API_KEYS_FILE" in out
+    assert "<data dir>/secrets/api_key" in out
+    assert "--key-env" in out
+    assert "for testing only" in out
+
+
+async def test_send_reads_key_from_named_variable(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PLANNING_EPMPULSE_KEY", API_KEY)
+
+    code = await asyncio.to_thread(
+        send,
+        "--status",
+        "OK",
+        "--url",
+        service.url,
+        "--key-env",
+        "PLANNING_EPMPULSE_KEY",
+    )
+
+    assert code == 0
+    assert service.store.snapshot.get("Planning", "Actual") is not None
+
+
+def test_send_with_unset_key_variable_fails(
+    clean_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = send("--status", "OK", "--url", "http://127.0.0.1:9", "--key-env", "NOPE")
+
+    assert code == 2
+    assert "NOPE" in capsys.readouterr().err
+
+
+def test_send_without_key_lists_places_looked(
+    clean_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = send("--status", "OK", "--url", "http://127.0.0.1:9")
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "EPMPULSE_API_KEY: not set" in err
+    assert "EPMPULSE_API_KEYS_FILE: not set" in err
+    assert f"{tmp_path / 'data' / 'secrets' / 'api_key'}: not found" in err
+    assert "set EPMPULSE_DATA_DIR to the server's data dir" in err
+    assert "start 'epmpulse serve' once" not in err
+
+
+def test_send_with_bad_keys_file_explains(
+    clean_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("EPMPULSE_API_KEYS_FILE", str(tmp_path / "absent"))
+
+    code = send("--status", "OK", "--url", "http://127.0.0.1:9")
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "EPMPULSE_API_KEYS_FILE" in err
+    assert "Traceback" not in err
+
+
+def test_serve_names_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        result = run_serve(tmp_path, EPMPULSE_API_KEY=API_KEY, EPMPULSE_PORT=str(port))
+
+    assert result.returncode == 3
+    assert f"EPMPULSE_PORT: 127.0.0.1:{port} is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_names_uncreatable_log_file(tmp_path: Path) -> None:
+    (tmp_path / "log").write_text("", encoding="utf-8")
+
+    result = run_serve(
+        tmp_path,
+        EPMPULSE_API_KEY=API_KEY,
+        EPMPULSE_PORT="0",
+        EPMPULSE_LOG_FILE=str(tmp_path / "log" / "epmpulse.log"),
+    )
+
+    assert result.returncode != 0
+    assert "error: EPMPULSE_LOG_FILE: " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_logs_absolute_data_dir(tmp_path: Path) -> None:
+    # ServerProcess runs serve in tmp_path, so "data" is relative to it.
+    with ServerProcess(tmp_path / "data", {"EPMPULSE_DATA_DIR": "data"}) as server:
+        server.stop()
+
+    assert f"data dir {tmp_path / 'data'})" in server.log()

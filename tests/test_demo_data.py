@@ -3,6 +3,7 @@ import re
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -180,3 +181,11 @@ def test_demo_job_starts_before_it_ends(steps: list[dict[str, Any]]) -> None:
         if job not in seen_jobs:
             assert status is Status.LOADING, (number, job)
         seen_jobs.add(job)
+
+
+def test_apps_example_epm_hosts_are_reserved(apps: list[dict[str, Any]]) -> None:
+    # example.com is reserved for documentation (RFC 2606), so a copied example
+    # never sends requests to a real EPM pod.
+    for app in apps:
+        host = urlsplit(app["epm"]["url"]).hostname or ""
+        assert host.endswith(".example.com"), app["name"]

@@ -66,9 +66,9 @@ def wait_until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 
 def row(server: ServerProcess, app: str, domain: str) -> dict[str, Any]:
-    record: dict[str, Any] = server.get(f"/api/v1/status/{app}").json()["domains"][
-        domain
-    ]
+    """The stored row, or an empty dict while it does not exist yet."""
+    body = server.get(f"/api/v1/status/{app}").json()
+    record: dict[str, Any] = body.get("domains", {}).get(domain, {})
     return record
 
 
@@ -285,7 +285,7 @@ def test_watch_subcommand_follows_a_job_through_socket_mode(
             )
             ack = slack.socket_mode.send_envelope_sync("slash_commands", payload)
             replies = slack.wait_for_sync(lambda: slack.responses("w"), timeout=10)
-            wait_until(lambda: row(server, "Planning", "Actual")["status"] == "OK")
+            wait_until(lambda: row(server, "Planning", "Actual").get("status") == "OK")
             record = row(server, "Planning", "Actual")
 
     assert ack.latency < 3.0

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.logs import REDACTED, RedactingFilter, configure_logging
+from bot.settings import Settings
 
 API_KEY = "epm-key-4f9a2c81d3e54b7a"
 BOT_TOKEN = "xoxb-1111111111-2222222222-AbCdEfGhIjKlMnOp"
@@ -26,11 +27,17 @@ TOKENS = {
 }
 
 
+# Loggers whose level configure_logging sets.
+LIBRARY_LOGGERS = ("slack_sdk", "slack_bolt")
+
+
 @pytest.fixture
 def root_logging() -> Iterator[None]:
-    """Restore the root logger after a test that calls configure_logging."""
+    """Restore the root logger (and the library loggers' levels) after a test that
+    calls configure_logging."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    library_levels = {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
     yield
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -38,6 +45,8 @@ def root_logging() -> Iterator[None]:
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(level)
+    for name, library_level in library_levels.items():
+        logging.getLogger(name).setLevel(library_level)
 
 
 def emit(redactor: RedactingFilter, message: str, *args: object) -> str:
@@ -160,3 +169,25 @@ def test_level_is_applied(root_logging: None, tmp_path: Path) -> None:
     text = log_file.read_text(encoding="utf-8")
     assert "shown" in text
     assert "hidden" not in text
+
+
+@pytest.mark.parametrize(
+    "library", ["slack_sdk", "slack_sdk.web.async_base_client", "slack_bolt"]
+)
+def test_debug_keeps_slack_libraries_at_info(
+    root_logging: None, clean_env: None, library: str
+) -> None:
+    level = Settings(_env_file=None, debug=True).effective_log_level
+
+    configure_logging(level)
+
+    assert logging.getLogger("bot.service").isEnabledFor(logging.DEBUG)
+    assert not logging.getLogger(library).isEnabledFor(logging.DEBUG)
+    assert logging.getLogger(library).isEnabledFor(logging.INFO)
+
+
+def test_slack_libraries_follow_higher_level(root_logging: None) -> None:
+    configure_logging("WARNING")
+
+    assert not logging.getLogger("slack_sdk").isEnabledFor(logging.INFO)
+    assert logging.getLogger("slack_sdk").isEnabledFor(logging.WARNING)

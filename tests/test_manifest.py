@@ -173,3 +173,42 @@ def test_manifest_file_matches_render() -> None:
         "manifest.yml differs from render_manifest(): change bot/manifest.py, then "
         "regenerate the file with `epmpulse manifest > manifest.yml`"
     )
+
+
+@pytest.mark.parametrize(
+    "http_url",
+    [
+        "https://exa mple.com",
+        "https://epm_pulse.example.com",
+        "https://-epmpulse.example.com",
+        "https://epmpulse..example.com",
+    ],
+)
+def test_http_url_rejects_invalid_host(http_url: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        build_manifest(http_url)
+
+    assert "is not a valid host name" in str(raised.value)
+
+
+def test_http_url_idn_host_needs_punycode() -> None:
+    with pytest.raises(ValueError) as raised:
+        build_manifest("https://bücher.example")
+
+    assert "punycode (xn--bcher-kva.example)" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("http_url", "request_url"),
+    [
+        ("https://xn--bcher-kva.example", "https://xn--bcher-kva.example/slack/events"),
+        ("https://203.0.113.7:8443", "https://203.0.113.7:8443/slack/events"),
+        ("https://[2001:db8::1]", "https://[2001:db8::1]/slack/events"),
+    ],
+)
+def test_http_url_accepts_punycode_and_ip_hosts(
+    http_url: str, request_url: str
+) -> None:
+    manifest = build_manifest(http_url)
+
+    assert manifest["settings"]["interactivity"]["request_url"] == request_url

@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 
 from bot.keys import (
+    KeyConfigError,
     client_key,
     generated_key_path,
+    keys_file_permission_problem,
     keys_from_settings,
     load_or_generate_key,
+    read_keys_file,
 )
 from bot.settings import Settings
 
@@ -296,3 +299,29 @@ async def test_start_log_names_env_and_debug(
     assert len(started) == 1
     assert "env=staging" in started[0]
     assert "debug=True" in started[0]
+
+
+def test_keys_file_error_lists_every_bad_line(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"missing-colon\nok:{KEY_A}\nshort:abc\n", encoding="utf-8")
+
+    with pytest.raises(KeyConfigError) as caught:
+        read_keys_file(keys_file)
+
+    assert len(caught.value.problems) == 2
+    assert "line 1 is not 'label:key'" in str(caught.value)
+    assert "line 3 (short)" in str(caught.value)
+    assert "openssl rand -hex 32" in str(caught.value)
+    assert KEY_A not in str(caught.value)
+
+
+def test_keys_file_permission_problem_names_fix(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"planning:{KEY_A}\n", encoding="utf-8")
+    keys_file.chmod(0o604)
+
+    problem = keys_file_permission_problem(keys_file)
+
+    assert problem is not None
+    assert "mode 0604" in problem
+    assert f"chmod 600 {keys_file}" in problem

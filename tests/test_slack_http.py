@@ -167,3 +167,35 @@ async def test_repeated_rejections_logged_once(
 
     assert statuses == [401, 401, 401]
     assert caplog.text.count("rejected a request") == 1
+
+
+async def test_bad_timestamp_logged_after_missing_headers(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = event_body(app_home_opened())
+    bad_timestamp = signed_request(body, SIGNING_SECRET)
+    bad_timestamp["X-Slack-Request-Timestamp"] = "yesterday"
+
+    with caplog.at_level(logging.WARNING):
+        unsigned, _, _ = await send(service, body, {})
+        malformed, _, _ = await send(service, body, bad_timestamp)
+
+    assert unsigned == 401
+    assert malformed == 401
+    assert "header is missing" in caplog.text
+    assert "X-Slack-Request-Timestamp header is not a Unix time" in caplog.text
+
+
+@pytest.mark.parametrize("timestamp", ["9" * 400, "1_700_000_000", "\uff11\uff12"])
+async def test_odd_timestamp_rejected_with_log_line(
+    service: Service, caplog: pytest.LogCaptureFixture, timestamp: str
+) -> None:
+    body = event_body(app_home_opened())
+    headers = signed_request(body, SIGNING_SECRET)
+    headers["X-Slack-Request-Timestamp"] = timestamp
+
+    with caplog.at_level(logging.WARNING):
+        status, _, _ = await send(service, body, headers)
+
+    assert status == 401
+    assert "header is not a Unix time" in caplog.text
