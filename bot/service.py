@@ -396,6 +396,13 @@ class Service:
         except Exception as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
             return
+        unusable = catalog.unusable_entries()
+        if unusable:
+            log.error(
+                "reload failed, keeping the running configuration: %s",
+                "; ".join(unusable),
+            )
+            return
         if keys:
             self.keyring.replace(keys)
         self.catalog = catalog

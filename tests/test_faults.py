@@ -347,6 +347,9 @@ def test_sighup_reloads_apps_json(tmp_path: Path) -> None:
         apps.write_text("{not json")
         failed = reload(server, 1, "reload failed")
         kept = post(server.url, fccs)
+        apps.write_text(json.dumps({"apps": []}))
+        emptied = reload(server, 2, "reload failed")
+        still_kept = post(server.url, fccs)
 
     assert unknown.status_code == 422
     assert unknown.json()["error"]["code"] == "unknown_app"
@@ -354,6 +357,8 @@ def test_sighup_reloads_apps_json(tmp_path: Path) -> None:
     assert known.status_code == 200
     assert "is not valid JSON" in failed
     assert kept.status_code == 200
+    assert "apps is empty" in emptied
+    assert still_kept.status_code == 200
 
 
 # --- (d) Slack failing ---------------------------------------------------------------
