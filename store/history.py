@@ -191,25 +191,35 @@ class HistoryLog:
         """Drop the oldest events of rows that have more than ``max_per_row``, and
         return how many events were dropped.
 
-        Reads every segment, newest first, so it belongs in a background task.
+        Reads every segment, newest first, counting events per row without keeping
+        them, then rewrites only the segments that hold events to drop. It belongs
+        in a background task.
         """
-        seen: dict[tuple[str, str], int] = {}
-        drops: dict[Path, list[bool]] = {}
+        newer: dict[tuple[str, str], int] = {}
+        to_drop: dict[Path, dict[tuple[str, str], int]] = {}
         for path in reversed(self.segments()):
-            events = list(_read_segment(path))
-            keep = []
-            for event in reversed(events):
+            counts: dict[tuple[str, str], int] = {}
+            for event in _read_segment(path):
                 key = (event.app, event.domain)
-                seen[key] = seen.get(key, 0) + 1
-                keep.append(seen[key] <= max_per_row)
-            keep.reverse()
-            if not all(keep):
-                drops[path] = keep
+                counts[key] = counts.get(key, 0) + 1
+            drops = {}
+            for key, count in counts.items():
+                excess = newer.get(key, 0) + count - max_per_row
+                if excess > 0:
+                    drops[key] = min(count, excess)
+                newer[key] = newer.get(key, 0) + count
+            if drops:
+                to_drop[path] = drops
         dropped = 0
-        for path, keep in drops.items():
-            events = list(_read_segment(path))
-            kept = [event for event, flag in zip(events, keep, strict=True) if flag]
-            dropped += len(events) - len(kept)
+        for path, drops in to_drop.items():
+            kept = []
+            for event in _read_segment(path):
+                key = (event.app, event.domain)
+                if drops.get(key, 0) > 0:
+                    drops[key] -= 1
+                    dropped += 1
+                else:
+                    kept.append(event)
             data = b"".join(
                 json.dumps(e.to_json(), separators=(",", ":")).encode() + b"\n"
                 for e in kept
