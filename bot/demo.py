@@ -12,6 +12,7 @@ import math
 import secrets
 import sys
 import tempfile
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,20 @@ from bot.service import Service
 from bot.settings import Settings
 
 DEMO_DEBOUNCE_SECONDS = 0.2
+# One second of replay stands for ten minutes of the close, so the board shows
+# run times as a real close would have them.
+CLOSE_SECONDS_PER_DEMO_SECOND = 600.0
+
+
+def close_timestamps(steps: list[dict[str, Any]], end: datetime) -> list[str]:
+    """Timestamps for the steps, spread over the past so the last one is ``end``."""
+    offsets: list[float] = []
+    total = 0.0
+    for step in steps:
+        total += float(step.get("delay", 0)) * CLOSE_SECONDS_PER_DEMO_SECOND
+        offsets.append(total)
+    start = end - timedelta(seconds=total)
+    return [(start + timedelta(seconds=offset)).isoformat() for offset in offsets]
 
 
 def load_demo_close() -> dict[str, Any]:
@@ -63,13 +78,15 @@ async def run_demo(speed: float = 1.0, data_dir: Path | None = None) -> int:
         async with aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {key}"}
         ) as session:
-            for step in close["steps"]:
+            timestamps = close_timestamps(close["steps"], datetime.now(UTC))
+            for step, timestamp in zip(close["steps"], timestamps, strict=True):
                 await asyncio.sleep(float(step.get("delay", 0)) / speed)
                 body = {
                     k: step[k]
                     for k in ("app", "domain", "status", "job_id", "message")
                     if step.get(k) is not None
                 }
+                body["timestamp"] = timestamp
                 async with session.post(
                     f"{service.url}/api/v1/status", json=body
                 ) as response:

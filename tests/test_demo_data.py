@@ -189,3 +189,19 @@ def test_apps_example_epm_hosts_are_reserved(apps: list[dict[str, Any]]) -> None
     for app in apps:
         host = urlsplit(app["epm"]["url"]).hostname or ""
         assert host.endswith(".example.com"), app["name"]
+
+
+def test_demo_timestamps_end_now_and_keep_order() -> None:
+    from datetime import UTC, datetime
+
+    from bot.demo import close_timestamps, load_demo_close
+
+    end = datetime(2026, 12, 4, 18, 0, tzinfo=UTC)
+    steps = load_demo_close()["steps"]
+
+    stamps = [datetime.fromisoformat(s) for s in close_timestamps(steps, end)]
+
+    assert len(stamps) == len(steps)
+    assert stamps[-1] == end
+    assert stamps == sorted(stamps)
+    assert (stamps[-1] - stamps[0]).total_seconds() > 600
