@@ -1,6 +1,6 @@
 """Build every part from the settings, wire them together and run the server.
 
-This is the only module that knows every part. Start-up order: settings and logs,
+This is the only module that imports every part. Start-up order: settings and logs,
 the store, the catalog and keys, the publishers, then the HTTP server. Shutdown runs
 the other way round and waits (bounded) for in-flight writes and the last publish.
 """
@@ -58,7 +58,7 @@ VERSION = "0.1.0"
 def build_slack_client(
     settings: Settings, metrics: Metrics | None = None
 ) -> AsyncWebClient:
-    """A Web API client at SLACK_API_URL that retries 429s, 5xx and dropped
+    """Build a Web API client at SLACK_API_URL that retries 429s, 5xx and dropped
     connections with slack_sdk's built-in handlers, counted in the metrics."""
     assert settings.slack_bot_token is not None
     client = MeteredWebClient(
@@ -122,7 +122,7 @@ class Service:
         return render_board(view, tz=self.tz, now=now, notice=self.maintenance_notice())
 
     def maintenance_notice(self) -> str | None:
-        """The line every surface shows while EPM is in maintenance."""
+        """Return the line every surface shows while EPM is in maintenance."""
         alerting = self.alerting
         notice = alerting.maintenance_notice(self.tz) if alerting else None
         if notice is not None:
@@ -418,8 +418,8 @@ class Service:
     # --- health ------------------------------------------------------------
 
     async def _store_problem(self) -> str | None:
-        """The last write error, else a fresh probe write (at most every few
-        seconds, so monitors polling /health cost little)."""
+        """Return the last write error, else the result of a probe write (at most
+        one every few seconds, so monitors polling /health cost little)."""
         if self.store.last_write_error is not None:
             return self.store.last_write_error
         now = asyncio.get_running_loop().time()
