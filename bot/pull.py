@@ -1,4 +1,4 @@
-"""Pull mode: follow EPM jobs whose id EPMPulse knows, and feed the store.
+"""Pull mode: follow EPM jobs whose id EPMPulse has, and feed the store.
 
 A job is followed when a webhook update leaves a row ``Loading`` with a numeric
 ``job_id`` for an app with an ``epm`` block in apps.json, or when someone asks for it
@@ -23,7 +23,7 @@ from epm.config import EpmBlock, Product, effective_product
 from epm.poller import JobPoller
 from epm.status import JobState
 from handlers.watch import WatchRejected
-from store.catalog import Catalog
+from store.catalog import AppConfig, Catalog
 from store.models import Change, Snapshot, Status, Update
 from store.store import StatusStore
 
@@ -78,8 +78,8 @@ def epm_block(catalog: Catalog, app: str) -> EpmBlock | None:
 def product_for(
     catalog: Catalog, app: str, domain: str, block: EpmBlock, source: str | None
 ) -> Product:
-    """The domain's ``product`` wins, then an update's ``source`` naming a product,
-    then the app's."""
+    """Return the product whose API follows the job: the domain's ``product``, else
+    an update's ``source`` naming a product, else the app's."""
     config = catalog.app(app)
     domain_config = config.domain(domain) if config else None
     override = getattr(domain_config, "product", None) if domain_config else None
@@ -182,30 +182,8 @@ class PullMode:
         """Start following a job. Raises WatchRejected naming the field at fault."""
         assert self.poller is not None
         catalog = self.catalog()
-        config = catalog.app(app)
-        if config is None:
-            raise WatchRejected(
-                "app",
-                app,
-                f"unknown app {app!r}: pull mode follows apps listed in apps.json",
-            )
-        try:
-            block = epm_block(catalog, config.name)
-        except ValidationError as exc:
-            raise WatchRejected(
-                "app",
-                app,
-                f"the epm block of {config.name} in "
-                f"apps.json is invalid: {exc.errors()[0]['msg']}",
-            ) from exc
-        if block is None:
-            raise WatchRejected(
-                "app",
-                app,
-                f"{config.name} has no epm block in "
-                "apps.json; add url, product and application to follow "
-                "its jobs",
-            )
+        config, block = self._epm_app(catalog, app)
+
         domain_config = config.domain(domain)
         if domain_config is None:
             known = ", ".join(d.name for d in config.domains)
@@ -218,9 +196,10 @@ class PullMode:
             raise WatchRejected(
                 "job_id",
                 job_id,
-                f"job_id {job_id!r} is not an EPM job "
-                "id; EPM job ids are numbers such as 1234",
+                f"job_id {job_id!r} is not an EPM job id; EPM job ids are numbers "
+                "such as 1234",
             )
+
         product = product_for(catalog, config.name, domain_config.name, block, source)
         max_runtime = catalog.max_runtime(config.name, domain_config.name)
         await self.poller.watch(
@@ -237,6 +216,34 @@ class PullMode:
             "job_id": job_id,
             "product": product,
         }
+
+    @staticmethod
+    def _epm_app(catalog: Catalog, app: str) -> tuple[AppConfig, EpmBlock]:
+        """Return an app's settings and its epm block, or raise WatchRejected."""
+        config = catalog.app(app)
+        if config is None:
+            raise WatchRejected(
+                "app",
+                app,
+                f"unknown app {app!r}: pull mode follows apps listed in apps.json",
+            )
+        try:
+            block = epm_block(catalog, config.name)
+        except ValidationError as exc:
+            raise WatchRejected(
+                "app",
+                app,
+                f"the epm block of {config.name} in apps.json is invalid: "
+                f"{exc.errors()[0]['msg']}",
+            ) from exc
+        if block is None:
+            raise WatchRejected(
+                "app",
+                app,
+                f"{config.name} has no epm block in apps.json; add url, product and "
+                "application to follow its jobs",
+            )
+        return config, block
 
     # --- poller callbacks ----------------------------------------------------
 
@@ -267,7 +274,7 @@ class PullMode:
 
     def _on_not_found(self, app: str, domain: str, job_id: str) -> None:
         log.warning(
-            "EPM answered 404 for job %s of %s/%s; dropped, the row keeps "
+            "EPM returned 404 for job %s of %s/%s; dropped, the row keeps "
             "its pushed status",
             job_id,
             app,

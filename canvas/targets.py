@@ -1,4 +1,4 @@
-"""Where a board is published: a Slack canvas, or a markdown file in local mode."""
+"""Publish targets of a board: a Slack canvas, or a markdown file in local mode."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from store.store import DATA_DIR_MODE, DATA_FILE_MODE
 
 log = logging.getLogger(__name__)
 
-# Slack answers these while an edit is under way or the API is overloaded; they are
-# worth a retry. Everything else is logged and retried later with a longer backoff.
+# Slack returns these while an edit is under way or the API is overloaded, so they
+# are worth a retry. Everything else is logged and retried later with a longer backoff.
 RETRYABLE_ERRORS = {
     "canvas_editing_locked",
     "ratelimited",
@@ -192,8 +192,8 @@ def _publish_error(exc: SlackApiError, where: str) -> PublishError:
     if code == "canvas_editing_locked" and retry_after is None:
         retry_after = 1.0
     if code in RETRYABLE_ERRORS or status >= 500 or status == 429:
-        return PublishError(f"{where}: Slack answered {code}", retry_after)
-    return PublishError(f"{where}: Slack answered {code}{_fix_for(code)}", retry_after)
+        return PublishError(f"{where}: Slack returned {code}", retry_after)
+    return PublishError(f"{where}: Slack returned {code}{_fix_for(code)}", retry_after)
 
 
 def _fix_for(code: str) -> str:
