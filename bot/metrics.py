@@ -182,3 +182,26 @@ def counted_retry_handlers(metrics: Metrics | None) -> list[Any]:
         counted(AsyncRateLimitErrorRetryHandler, "ratelimited"),
         counted(AsyncServerErrorRetryHandler, "server_error"),
     ]
+
+
+def epm_trace_config(metrics: Metrics) -> Any:
+    """An aiohttp TraceConfig that times every request of the EPM client (pods and
+    the token endpoint) and counts them by HTTP status, or ``error``."""
+    import aiohttp
+
+    async def on_start(session: Any, context: Any, params: Any) -> None:
+        context.started = time.perf_counter()
+
+    async def on_end(session: Any, context: Any, params: Any) -> None:
+        metrics.epm_seconds.observe(time.perf_counter() - context.started)
+        metrics.epm_calls.labels(str(params.response.status)).inc()
+
+    async def on_exception(session: Any, context: Any, params: Any) -> None:
+        metrics.epm_seconds.observe(time.perf_counter() - context.started)
+        metrics.epm_calls.labels("error").inc()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_start)
+    trace.on_request_end.append(on_end)
+    trace.on_request_exception.append(on_exception)
+    return trace

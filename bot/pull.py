@@ -108,8 +108,10 @@ class PullMode:
         on_maintenance: Callable[[bool], None] | None = None,
         on_admin_problem: Callable[[str, str | None], Awaitable[None] | None]
         | None = None,
+        trace_configs: list[Any] | None = None,
     ) -> None:
         self.settings = settings
+        self.trace_configs = trace_configs
         self.store = store
         self.catalog = catalog
         self.on_maintenance = on_maintenance
@@ -122,7 +124,7 @@ class PullMode:
         auth = await asyncio.to_thread(
             build_auth, epm_auth_settings(self.settings), token_store(self.settings)
         )
-        self.client = EpmClient(auth)
+        self.client = EpmClient(auth, trace_configs=self.trace_configs)
         self.poller = JobPoller(
             self.client,
             self.settings.data_dir / WATCH_FILE,

@@ -21,7 +21,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from alerts.component import AlertsComponent
 from bot.config_check import load_catalog
 from bot.keys import keys_from_settings, load_or_generate_key
-from bot.metrics import MeteredWebClient, Metrics, counted_retry_handlers
+from bot.metrics import (
+    MeteredWebClient,
+    Metrics,
+    counted_retry_handlers,
+    epm_trace_config,
+)
 from bot.pull import PullMode, auth_method_summary
 from bot.settings import Settings
 from canvas.publisher import BoardPublisher, PublishTarget
@@ -210,6 +215,9 @@ class Service:
         )
         if pull is not None:
             pull.on_admin_problem = self.alerting.on_epm_problem
+        outbox = self.alerting.outbox
+        if outbox is not None:
+            self.metrics.track_queue_depth(lambda: len(outbox.items))
         self.components.append(self.alerting)
         self.components.append(
             RetentionTask(
@@ -232,6 +240,7 @@ class Service:
                 self.store,
                 lambda: self.catalog,
                 on_maintenance=self._on_epm_maintenance,
+                trace_configs=[epm_trace_config(self.metrics)],
             )
             self.store.subscribe(self.pull.on_store_change)
             self.components.append(self.pull)

@@ -49,11 +49,13 @@ class EpmClient:
         *,
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
         session: aiohttp.ClientSession | None = None,
+        trace_configs: list[aiohttp.TraceConfig] | None = None,
     ) -> None:
         self.auth = auth
         self._timeout = timeout
         self._session = session
         self._owns_session = session is None
+        self._trace_configs = trace_configs
 
     async def __aenter__(self) -> EpmClient:
         return self
@@ -73,7 +75,9 @@ class EpmClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, trace_configs=self._trace_configs
+            )
             self._owns_session = True
         return self._session
 

@@ -156,5 +156,9 @@ def test_slack_errors_are_retried_until_the_canvas_converges(
             lambda: ":x: Error" in slack.canvas_markdown(canvas_id), timeout=15
         )
         assert server.get("/health").status_code == 200
+        metrics = server.get("/metrics").text
+    assert "epmpulse_alert_queue_depth" in metrics
+    assert 'epmpulse_canvas_publishes_total{board="main",result="error"}' in metrics
+    assert 'epmpulse_slack_api_calls_total{method="canvases.edit"' in metrics
     failed = [c for c in slack.calls_to("canvases.edit") if not c.ok]
     assert len(failed) >= 5

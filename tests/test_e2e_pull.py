@@ -93,7 +93,10 @@ def test_pushed_loading_job_flips_to_ok_without_another_post(
         wait_until(lambda: row(server, "Planning", "Actual")["status"] == "OK")
         record = row(server, "Planning", "Actual")
         log = server.log()
+        metrics = server.get("/metrics").text
     assert record["source"] == "epm"
+    assert 'epmpulse_epm_api_calls_total{result="200"}' in metrics
+    assert "epmpulse_epm_api_seconds_count" in metrics
     assert record["job_id"] == "101"
     assert "Rule finished" in record["message"]
     assert pod.password not in log
