@@ -214,6 +214,8 @@ class StatusStore:
         return await future
 
     def _check_row_limit(self, updates: Sequence[Update]) -> None:
+        # NOTE: checked before the update is queued, so concurrent requests for
+        # new rows can pass max_rows by a few.
         if self.max_rows is None:
             return
         rows = self._rows
@@ -312,6 +314,8 @@ class StatusStore:
         now: datetime,
     ) -> None:
         assert self._db is not None and self._storage is not None
+        # NOTE: history goes first, so if the rows file then fails to write, the
+        # history keeps events of updates that were answered 503.
         self.history.append(events, now)
         for event in events:
             key = (event.app, event.domain)
