@@ -9,8 +9,8 @@ message. Errors that no retry can fix (invalid blocks, a deleted message) drop t
 item and are logged.
 
 The queue and the Slack ``ts`` of every message are part of the state that the
-alerts component saves in the store, so a restart sends the rest exactly once and
-continues threads.
+alerts component saves in the store, so a restart sends the rest and continues
+threads.
 
 NOTE: Slack offers no idempotency key for chat.postMessage. A crash between Slack
 accepting a message and the save of its ``ts`` sends that one message again.

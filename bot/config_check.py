@@ -46,7 +46,7 @@ PLACEHOLDERS = {
 # Marks of a value copied from documentation instead of a real one, each with the
 # text that names it in a message.
 # NOTE: a random token or key contains "xxxx" (in any case) by chance, about once
-# in 30,000 for 40 random base64 characters (an estimate); such a value is
+# in 30,000 for 40 random base64 characters (an estimate). Such a value is
 # reported as a placeholder and has to be generated again.
 _PLACEHOLDER_MARKS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\.\.\.|\u2026"), "..."),

@@ -1,5 +1,5 @@
-"""Where the webhook's API keys come from: the environment, a keys file, or a
-generated key in local mode."""
+"""Sources of the webhook's API keys: the environment, a keys file, or a key
+generated in local mode."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ _LOOSE_KEYS_FILE_BITS = stat.S_IRWXO | stat.S_IWGRP | stat.S_IXGRP
 class KeyConfigError(ValueError):
     """The keys file is unreadable or malformed.
 
-    ``problems`` contains one entry per bad line ("line 3 is not 'label:key' ..."), or
-    the reason the file could not be read; the message names the file and lists
-    them all.
+    ``problems`` contains one entry per bad line ("line 3 is not 'label:key' ..."),
+    or the reason the file could not be read. The message names the file and lists
+    every problem.
     """
 
     def __init__(self, path: Path, problems: Sequence[str]) -> None:

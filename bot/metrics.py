@@ -185,8 +185,8 @@ def counted_retry_handlers(metrics: Metrics | None) -> list[Any]:
 
 
 def epm_trace_config(metrics: Metrics) -> Any:
-    """An aiohttp TraceConfig that times every request of the EPM client (pods and
-    the token endpoint) and counts them by HTTP status, or ``error``."""
+    """Build an aiohttp TraceConfig that times every request of the EPM client (pods
+    and the token endpoint) and counts them by HTTP status, or ``error``."""
     import aiohttp
 
     async def on_start(session: Any, context: Any, params: Any) -> None:

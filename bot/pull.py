@@ -1,7 +1,7 @@
 """Pull mode: follow EPM jobs whose id EPMPulse has, and feed the store.
 
 A job is followed when a webhook update leaves a row ``Loading`` with a numeric
-``job_id`` for an app with an ``epm`` block in apps.json, or when someone asks for it
+``job_id`` for an app with an ``epm`` block in apps.json, or on request
 (``POST /api/v1/watch``, ``/epmpulse watch``). Pull mode is on when apps.json has an
 ``epm`` block and EPM credentials are configured.
 """

@@ -211,7 +211,7 @@ class Settings(BaseSettings):
         return "DEBUG" if self.debug else self.log_level.upper()
 
     def secret_values(self) -> list[str]:
-        """Every configured secret, for the log redaction filter."""
+        """Return every configured secret, for the log redaction filter."""
         values = [
             self.api_key,
             self.slack_bot_token,

@@ -5,8 +5,9 @@ event loop; HTTP mode serves ``POST /slack/events`` on the service's aiohttp
 server. Either way there is one HTTP server, the one with the webhook API.
 
 Bolt authorises each request with the ``auth.test`` result that the service
-fetched at start, so an acknowledgement never waits for a Slack call. (Bolt's
-default calls ``auth.test`` during the first request.)
+fetched at start, so an acknowledgement does not wait for a Slack call. Bolt's
+default would call ``auth.test`` during the first request. The exception is a start
+at which ``auth.test`` failed: then the first Slack request still waits for it.
 """
 
 from __future__ import annotations
@@ -417,7 +418,7 @@ WATCH_USAGE = ("watch <app> <domain> <job_id>", "follow an EPM job until it fini
 
 
 def watch_subcommand(service: Service) -> ExtraSubcommand:
-    """Build the ``/epmpulse watch`` subcommand, which asks pull mode to follow an
+    """Build the ``/epmpulse watch`` subcommand, which makes pull mode follow an
     EPM job."""
 
     async def run(args: list[str], user_id: str) -> Message:

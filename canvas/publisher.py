@@ -1,8 +1,8 @@
 """One publisher per board: throttled, one publish in flight, last state wins.
 
-A change is published within one window even while updates keep coming (this is a
-throttle, not a debounce that waits for quiet), at most one publish starts per
-window, and after the last change one more publish always shows the final state.
+A change is published within one window even while updates keep coming, because
+this is a throttle, not a debounce that waits for quiet. At most one publish starts
+per window, and after the last change one more publish shows the final state.
 Failed publishes are retried with backoff until they succeed, so the board
 converges once Slack is back.
 """

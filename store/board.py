@@ -1,4 +1,4 @@
-"""What each surface shows, derived from a snapshot: rows per board, stuck jobs, counts.
+"""Board views derived from a snapshot: rows per board, stuck jobs, counts.
 
 The canvas, the App Home tab, the slash command and the alerts all read boards
 through these functions, so they agree on order, board membership and stuckness.

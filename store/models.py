@@ -181,7 +181,7 @@ class Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """What one applied update did to its row."""
+    """The effect of one applied update on its row."""
 
     update: Update
     before: Record | None

@@ -1,4 +1,4 @@
-"""How one update changes a row: ordering, repeats and job runs.
+"""The rules by which one update changes a row: ordering, repeats and job runs.
 
 - An update older than the stored one goes to history but does not roll the row back.
 - An update identical to the stored row (status, job id, message) changes nothing.
@@ -60,7 +60,7 @@ def apply_update(
 def _run_started(
     before: Record | None, update: Update, first_seen: datetime | None
 ) -> datetime | None:
-    """The first Loading of the run, if it has had one."""
+    """Return the time of the run's first Loading, or None if it has had none."""
     if first_seen is None:
         return None
     if before is not None and before.run_first_seen_at == first_seen:

@@ -315,7 +315,7 @@ class StatusStore:
     ) -> None:
         assert self._db is not None and self._storage is not None
         # NOTE: history goes first, so if the rows file then fails to write, the
-        # history keeps events of updates that were answered 503.
+        # history keeps events of updates whose response was a 503.
         self.history.append(events, now)
         for event in events:
             key = (event.app, event.domain)

@@ -10,7 +10,7 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     was set.
 
     On Python 3.11, asyncio.wait_for can swallow a cancellation that arrives just
-    as the event is set, which keeps a background task alive after its stop();
+    as the event is set, which keeps a background task alive after its stop().
     asyncio.timeout does not have that race.
     """
     try:

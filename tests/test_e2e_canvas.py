@@ -103,9 +103,7 @@ def _row_shows(markdown: str, domain: str, status: str) -> bool:
     return False
 
 
-def test_burst_makes_few_edits_and_ends_on_last_state(
-    slack: FakeSlack, tmp_path: Path
-) -> None:
+def test_burst_coalesces_canvas_edits(slack: FakeSlack, tmp_path: Path) -> None:
     burst_seconds = 3.0
     with ServerProcess(tmp_path / "data", slack_env(slack)) as server:
         server.post({"app": "Planning", "domain": "Actual", "status": "OK"})

@@ -72,9 +72,7 @@ def row(server: ServerProcess, app: str, domain: str) -> dict[str, Any]:
     return record
 
 
-def test_pushed_loading_job_flips_to_ok_without_another_post(
-    pod: FakeEpmPod, tmp_path: Path
-) -> None:
+def test_pushed_job_completes_without_post(pod: FakeEpmPod, tmp_path: Path) -> None:
     pod.add_job(
         "planning",
         101,
@@ -129,9 +127,7 @@ def test_each_product_maps_through_the_server(pod: FakeEpmPod, tmp_path: Path) -
     assert any(r.path.startswith("/armARCS/rest/v1/jobs/203") for r in pod.requests)
 
 
-def test_watch_endpoint_follows_a_job_and_rejects_bad_input(
-    pod: FakeEpmPod, tmp_path: Path
-) -> None:
+def test_watch_endpoint_follows_and_validates(pod: FakeEpmPod, tmp_path: Path) -> None:
     pod.add_job("planning", 301, [(-1, "Processing"), (0, "Completed")])
     with ServerProcess(tmp_path / "data", basic_env(tmp_path, pod)) as server:
         ok = server.post(

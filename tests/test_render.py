@@ -368,7 +368,7 @@ def test_long_details_are_cut_with_ellipsis() -> None:
     assert len(details) <= MAX_DETAILS_LENGTH
 
 
-def test_format_time_names_the_year_only_when_it_differs() -> None:
+def test_format_time_shows_other_year() -> None:
     from zoneinfo import ZoneInfo
 
     from canvas.render import format_time
