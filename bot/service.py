@@ -11,7 +11,7 @@ import asyncio
 import logging
 import signal
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -101,6 +101,8 @@ class Service:
         self.components: list[Component] = []
         self.pull: PullMode | None = None
         self.alerting: AlertsComponent | None = None
+        # republish_all() runs these. The Slack app adds its Home tab republish.
+        self.republish_listeners: list[Callable[[], None]] = []
         self._probe_at = float("-inf")
         self._probe_error: str | None = None
         self._stopping = asyncio.Event()
@@ -187,6 +189,15 @@ class Service:
             if publisher is not None:
                 publisher.notify()
 
+    def republish_all(self) -> None:
+        """Republish every canvas and, through ``republish_listeners``, the open
+        Home tabs, after a change that the store does not announce (a reload, the
+        start or end of maintenance)."""
+        for publisher in self.publishers.values():
+            publisher.notify()
+        for listener in self.republish_listeners:
+            listener()
+
     def _board_of(self, app: str) -> Board:
         board = self.catalog.board_of(app)
         return board if board in self.active_boards else "main"
@@ -215,6 +226,10 @@ class Service:
         )
         if pull is not None:
             pull.on_admin_problem = self.alerting.on_epm_problem
+        # The stuck checker detects the start and end of the daily window. The
+        # callback from build_alerting notifies only the canvases, so it is replaced
+        # by one that also republishes the Home tabs, which show the same line.
+        self.alerting.stuck.on_maintenance_change = self.republish_all
         outbox = self.alerting.outbox
         if outbox is not None:
             self.metrics.track_queue_depth(lambda: len(outbox.items))
@@ -252,8 +267,7 @@ class Service:
         WatchApi(self.pull.watch if self.pull else None).add_routes(self.web_app)
 
     def _on_epm_maintenance(self, active: bool) -> None:
-        for publisher in self.publishers.values():
-            publisher.notify()
+        self.republish_all()
 
     def _load_keys(self) -> None:
         keys = keys_from_settings(self.settings)
@@ -421,8 +435,7 @@ class Service:
             ", ".join(self.keyring.labels),
             len(catalog.apps),
         )
-        for publisher in self.publishers.values():
-            publisher.notify()
+        self.republish_all()
 
     # --- health ------------------------------------------------------------
 

@@ -397,6 +397,7 @@ def build_slack_app(service: Service) -> SlackApp:
             home_publisher.notify()
 
     service.store.subscribe(on_change)
+    service.republish_listeners.append(home_publisher.notify)
     deps = SlackDeps(
         boards=boards,
         read_history=service.store.read_history,

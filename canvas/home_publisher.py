@@ -7,6 +7,10 @@ window (changes in between collapse into it), newest visitors first, and each
 round renders the newest state. ``views.publish`` is Tier 4 (100+ calls a minute
 per workspace); background rounds stay under ``per_minute`` so that visits and
 clicks, which never wait, keep headroom.
+
+A round that fails pauses for the Retry-After that Slack sends. Without one (a 5xx
+or a network error) it pauses ``RETRY_SECONDS``, or until a visit or click
+publishes successfully, which shows that Slack is back.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+
+from store.waiting import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +80,11 @@ class RateLimiter:
 
 
 class _Retry(Exception):
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, *, requested: bool = False) -> None:
         super().__init__(delay)
         self.delay = delay
+        # True when the delay is Slack's Retry-After, which the round waits out.
+        self.requested = requested
 
 
 class HomePublisher:
@@ -113,6 +121,7 @@ class HomePublisher:
         self._notices: dict[str, tuple[str, float]] = {}
         self._version = 0
         self._task: asyncio.Task[None] | None = None
+        self._resume = asyncio.Event()
 
     # --- visits and changes ---------------------------------------------------
 
@@ -165,6 +174,7 @@ class HomePublisher:
                 f"views.publish for user {user_id} failed: {self.last_error}"
             ) from exc.__cause__
         self._published[user_id] = version
+        self._resume.set()
 
     def _view_for(self, user_id: str, shared: View | None = None) -> View:
         notice = self._notices.get(user_id)
@@ -185,7 +195,10 @@ class HomePublisher:
             self.last_error = f"views.publish: {code}"
             status = exc.response.status_code if exc.response is not None else 0
             if code == "ratelimited" or status == 429 or status >= 500:
-                raise _Retry(_retry_after(exc)) from exc
+                requested = _retry_after(exc)
+                if requested is None:
+                    raise _Retry(RETRY_SECONDS) from exc
+                raise _Retry(requested, requested=True) from exc
             details = _messages(exc)
             raise HomePublishError(
                 f"views.publish for user {user_id} failed: {code}{details}"
@@ -207,10 +220,17 @@ class HomePublisher:
                     exc.delay,
                     self.last_error,
                 )
-                await asyncio.sleep(exc.delay)
+                await self._pause(exc)
             except Exception:
                 log.exception("Home tab republish failed")
                 return
+
+    async def _pause(self, retry: _Retry) -> None:
+        if retry.requested:
+            await asyncio.sleep(retry.delay)
+            return
+        self._resume.clear()
+        await wait_event(self._resume, retry.delay)
 
     def _stale_users(self) -> list[str]:
         return [
@@ -281,7 +301,8 @@ def _messages(exc: SlackApiError) -> str:
     return f" ({'; '.join(str(m) for m in messages[:5])})" if messages else ""
 
 
-def _retry_after(exc: SlackApiError) -> float:
+def _retry_after(exc: SlackApiError) -> float | None:
+    """Return the delay of the Retry-After header, or None without a valid one."""
     headers = exc.response.headers if exc.response is not None else {}
     for name, value in (headers or {}).items():
         if name.lower() == "retry-after":
@@ -289,4 +310,4 @@ def _retry_after(exc: SlackApiError) -> float:
                 return max(1.0, float(value))
             except (TypeError, ValueError):
                 break
-    return RETRY_SECONDS
+    return None

@@ -4,7 +4,9 @@ A change is published within one window even while updates keep coming, because
 this is a throttle, not a debounce that waits for quiet. At most one publish starts
 per window, and after the last change one more publish shows the final state.
 Failed publishes are retried with backoff until they succeed, so the board
-converges once Slack is back.
+converges once Slack is back. ``publish_now`` and ``flush`` end a backoff early so
+the next attempt starts at once, unless Slack set the delay (Retry-After, or a
+locked canvas): an attempt inside that delay would only be rejected again.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class BoardPublisher:
         self._wake = asyncio.Event()
         self._failures = 0
         self._failed_attempts = 0
+        # Clock time at which the delay that Slack requested ends, while it runs.
+        self._retry_at: float | None = None
 
     def notify(self) -> None:
         """Mark the board changed; the publish happens on the publisher's schedule."""
@@ -101,13 +105,24 @@ class BoardPublisher:
     async def publish_now(self, timeout: float = 30.0) -> PublishResult:
         """Publish the current state without waiting for the window, and wait for it.
 
-        Still never runs two publishes at once.
+        Ends a backoff after a failure, so the attempt starts at once. A delay that
+        Slack requested (Retry-After) still runs: the call waits for its end, or
+        returns a failure at once if the delay outlasts ``timeout``. Either way the
+        state is published after the delay. Never runs two publishes at once.
         """
         self._force = True
         self._wake.set()
         self.notify()
         wanted = self._requested
         failed_before = self._failed_attempts
+        retry_in = 0.0 if self._retry_at is None else self._retry_at - self.clock()
+        if retry_in > timeout:
+            return PublishResult(
+                self.board,
+                False,
+                self.target.description,
+                f"{self.last_error} (retrying in {retry_in:.0f} s, as Slack requested)",
+            )
         try:
             async with asyncio.timeout(timeout):
                 async with self._progress:
@@ -135,7 +150,11 @@ class BoardPublisher:
         return self._dirty or (self._task is not None and not self._task.done())
 
     async def flush(self, timeout: float) -> bool:
-        """Wait until the latest state is published; False if that took too long."""
+        """Wait until the latest state is published; False if that took too long.
+
+        Like ``publish_now``, ends a backoff after a failure but not a delay that
+        Slack requested.
+        """
         if not self.pending:
             return True
         self._force = True
@@ -193,9 +212,23 @@ class BoardPublisher:
         await wait_event(self._wake, delay)
 
     async def _backoff(self, retry_after: float | None) -> None:
+        jitter = 1 + random.random() * 0.1
+        if retry_after is not None:
+            delay = retry_after * jitter
+            self._retry_at = self.clock() + delay
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self._retry_at = None
+            return
+
+        # publish_now() and flush() set _wake to end this wait. One that arrived
+        # during the failed attempt set _force, so there is no wait at all.
+        if self._force:
+            return
+        self._wake.clear()
         exponential = min(MAX_BACKOFF_SECONDS, 2.0 ** min(self._failures, 9))
-        delay = retry_after if retry_after is not None else exponential
-        await asyncio.sleep(delay * (1 + random.random() * 0.1))
+        await wait_event(self._wake, exponential * jitter)
 
     def _record_failure(self, error: str, started: float) -> None:
         self._failures += 1

@@ -218,6 +218,43 @@ async def test_rate_limited_round_resumes_after_retry_after(
     assert home.last_error is None
 
 
+async def test_visit_ends_round_pause_after_server_error(
+    slack: FakeSlack, home: HomePublisher, board: Board
+) -> None:
+    home.opened("U0AAA0001")
+    home.opened("U0AAA0002")
+    # Without Retry-After the round pauses RETRY_SECONDS (30 s).
+    slack.server_error("views.publish", status=503)
+    board.version = 1
+    home.notify()
+    await slack.wait_for(lambda: home.last_error is not None)
+    started = time.monotonic()
+
+    await home.publish("U0AAA0001")
+    await slack.wait_for(lambda: shown(slack, "U0AAA0002") == ["version 1"])
+
+    assert time.monotonic() - started < 1
+    assert shown(slack, "U0AAA0001") == ["version 1"]
+
+
+async def test_visit_does_not_end_retry_after_pause(
+    slack: FakeSlack, home: HomePublisher, board: Board
+) -> None:
+    home.opened("U0AAA0001")
+    home.opened("U0AAA0002")
+    slack.ratelimit("views.publish", retry_after=1)
+    board.version = 1
+    started = time.monotonic()
+    home.notify()
+    await slack.wait_for(lambda: home.last_error == "views.publish: ratelimited")
+
+    await home.publish("U0AAA0001")
+    await slack.wait_for(lambda: shown(slack, "U0AAA0002") == ["version 1"])
+
+    assert time.monotonic() - started >= 1.0
+    assert len(slack.calls_to("views.publish")) == 3
+
+
 async def test_rate_limiter_spaces_calls_after_burst() -> None:
     limiter = RateLimiter(per_minute=600, burst=1)
     started = time.monotonic()

@@ -14,6 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from canvas.publisher import BoardPublisher, PublishError
 from canvas.targets import FileTarget, SlackCanvasTarget
+from store.waiting import wait_event
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_payloads import MAIN_CHANNEL_ID
 
@@ -195,16 +196,16 @@ async def test_backoff_doubles_without_retry_after(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     delays: list[float] = []
-    real_sleep = asyncio.sleep
 
-    async def recording_sleep(delay: float, *args: Any) -> None:
-        if delay >= 1:
-            delays.append(delay)
-            delay = 0
-        await real_sleep(delay, *args)
+    # Backoffs are recorded and skipped, and the short waits for the window run.
+    async def recording_wait(event: asyncio.Event, timeout: float) -> bool:
+        if timeout < 1:
+            return await wait_event(event, timeout)
+        delays.append(timeout)
+        return False
 
     monkeypatch.setattr(random, "random", lambda: 0.0)
-    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+    monkeypatch.setattr("canvas.publisher.wait_event", recording_wait)
     target.errors = [PublishError("HTTP 500"), PublishError("HTTP 500")]
     target.errors.append(RuntimeError("unexpected"))
 
@@ -240,6 +241,89 @@ async def test_publish_now_reports_failure(
 
     assert result.ok is False
     assert result.error == "invalid_auth"
+
+
+async def test_publish_now_ends_failure_backoff(
+    publisher: BoardPublisher, target: RecordingTarget, state: State
+) -> None:
+    # Without Retry-After the first backoff is 2 s, the next ones longer.
+    target.errors = [PublishError("HTTP 500")]
+    publisher.notify()
+    await wait_until(lambda: publisher.last_error)
+    state.value = 4
+    started = time.monotonic()
+
+    result = await publisher.publish_now(timeout=5)
+
+    assert result.ok is True
+    assert target.published == ["state 4"]
+    assert time.monotonic() - started < 1
+
+
+async def test_publish_now_during_attempt_skips_backoff(
+    publisher: BoardPublisher, target: RecordingTarget
+) -> None:
+    target.delay = 0.1
+    target.errors = [PublishError("HTTP 500")]
+    publisher.notify()
+    await wait_until(lambda: target.in_flight)
+    started = time.monotonic()
+
+    result = await publisher.publish_now(timeout=5)
+    await wait_until(lambda: target.published, timeout=1)
+
+    assert result.ok is False
+    assert result.error == "HTTP 500"
+    assert len(target.starts) == 2
+    assert target.starts[1] - started < 1
+
+
+async def test_publish_now_waits_out_retry_after(
+    publisher: BoardPublisher, target: RecordingTarget, state: State
+) -> None:
+    target.errors = [PublishError("ratelimited", retry_after=0.5)]
+    publisher.notify()
+    await wait_until(lambda: publisher.last_error)
+    state.value = 5
+
+    result = await publisher.publish_now(timeout=5)
+
+    assert result.ok is True
+    assert target.published == ["state 5"]
+    assert len(target.starts) == 2
+    assert target.starts[1] - target.starts[0] >= 0.5
+
+
+async def test_publish_now_fails_fast_on_long_retry_after(
+    publisher: BoardPublisher, target: RecordingTarget
+) -> None:
+    target.errors = [PublishError("ratelimited", retry_after=30)]
+    publisher.notify()
+    await wait_until(lambda: publisher.last_error)
+    started = time.monotonic()
+
+    result = await publisher.publish_now(timeout=2)
+
+    assert time.monotonic() - started < 0.5
+    assert result.ok is False
+    assert result.error is not None
+    assert result.error.startswith("ratelimited (retrying in ")
+    assert result.error.endswith(" s, as Slack requested)")
+    assert len(target.starts) == 1
+
+
+async def test_flush_ends_failure_backoff(
+    publisher: BoardPublisher, target: RecordingTarget, state: State
+) -> None:
+    target.errors = [PublishError("HTTP 500")]
+    publisher.notify()
+    await wait_until(lambda: publisher.last_error)
+    state.value = 6
+
+    flushed = await publisher.flush(timeout=1)
+
+    assert flushed is True
+    assert target.published == ["state 6"]
 
 
 async def test_flush_waits_for_last_publish(
@@ -408,6 +492,29 @@ async def test_publisher_recovers_after_slack_rate_limit(slack: FakeSlack) -> No
 
     assert time.monotonic() - started >= 1.0
     assert len(slack.calls_to("canvases.edit")) == 2
+
+
+async def test_publish_now_honours_slack_retry_after(slack: FakeSlack) -> None:
+    state = State()
+    target = canvas_target(slack, MemoryMeta())
+    publisher = BoardPublisher("main", state.render, target, WINDOW)
+    publisher.notify()
+    await wait_until(lambda: slack.calls_to("conversations.canvases.create"))
+    canvas_id = slack.channel_canvas(MAIN_CHANNEL_ID)
+    assert canvas_id is not None
+    slack.ratelimit("canvases.edit", retry_after=1)
+    publisher.notify()
+    await wait_until(lambda: publisher.last_error)
+    limited_at = time.monotonic()
+    state.value = 8
+
+    result = await publisher.publish_now(timeout=5)
+    await publisher.close()
+
+    assert result.ok is True
+    assert time.monotonic() - limited_at >= 0.9
+    assert len(slack.calls_to("canvases.edit")) == 2
+    assert "state 8" in slack.canvas_markdown(canvas_id)
 
 
 async def test_file_target_replaces_file(tmp_path: Path) -> None:
