@@ -6,10 +6,11 @@ every file. The secrets folder is added only on request.
 
 A backup may run while the server runs, and stays consistent without stopping it:
 the server replaces ``epmpulse.json`` by an atomic rename, so one read gets one
-whole version, and it appends each update to the history before it writes
-``epmpulse.json``. Reading ``epmpulse.json`` first and the history after it
-therefore gives a history that contains every update the status file reflects. A
-history line that is still being appended is left out. Restore takes the data
+whole version. That file is a checkpoint that names the history position it
+covers, and the history only grows past it. So reading ``epmpulse.json`` first and
+the history after it gives every update up to the moment the history was read. The
+server replays the part after the checkpoint when it starts on the restored files.
+A history line that is still being appended is left out. Restore takes the data
 dir's lock, so it never runs under a live server.
 """
 

@@ -120,8 +120,8 @@ def _check_data_file(path: Path) -> list[Problem]:
                     "error",
                     "EPMPULSE_DATA_DIR",
                     f"data file {path} has an invalid row ({exc}). Restore it from "
-                    "a backup (epmpulse restore) or move it away to start with an "
-                    "empty board.",
+                    "a backup (epmpulse restore) or move it away, and EPMPulse "
+                    "rebuilds the board from the history.",
                 )
             ]
     return []

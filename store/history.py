@@ -7,6 +7,7 @@ older ones in a smaller ``.failures.jsonl`` file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,6 +22,19 @@ from store.files import ensure_private_dir, fsync_directory, write_atomic
 log = logging.getLogger(__name__)
 
 _FAILURE_STATUSES = {"Error", "Warning"}
+# Longer than any event line: a 2000-character message escapes to at most 12 KB.
+_MAX_LINE_BYTES = 32 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPosition:
+    """A place in the history: a day segment's file name, a byte offset, and a
+    hash of the line that ends there. The hash shows whether retention rewrote
+    the segment since."""
+
+    segment: str
+    offset: int
+    line_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +92,8 @@ class HistoryLog:
         self._handle_day: date | None = None
 
     def append(self, events: Sequence[HistoryEvent], now: datetime) -> None:
-        """Append events and fsync them. Raises OSError, keeping earlier lines."""
+        """Append events and fsync them. Raises OSError and leaves the segment as
+        it was before the call, so no event of a failed append stays behind."""
         if not events:
             return
         handle = self._segment_for(now.astimezone(UTC).date())
@@ -86,23 +101,62 @@ class HistoryLog:
             json.dumps(event.to_json(), separators=(",", ":")).encode() + b"\n"
             for event in events
         )
+        start = handle.tell()
         try:
-            handle.write(payload)
-            handle.flush()
+            view = memoryview(payload)
+            while view:
+                view = view[handle.write(view) :]
             os.fsync(handle.fileno())
         except OSError:
-            # A partial line may now end the file. Close it so the next append
-            # starts on a fresh line; readers skip the broken one.
-            self.close()
-            self._repair_tail(now.astimezone(UTC).date())
+            self._undo_append(handle, start, now.astimezone(UTC).date())
             raise
+
+    def _undo_append(self, handle: IO[bytes], start: int, day: date) -> None:
+        # The caller gets a 503 response, so none of its lines may stay in the
+        # log. Close the handle either way, so the next append starts on a new line.
+        try:
+            os.ftruncate(handle.fileno(), start)
+            os.fsync(handle.fileno())
+        except OSError:
+            log.warning("could not remove a failed append from %s", self.directory)
+        self.close()
+        self._repair_tail(day)
+
+    def position(self) -> HistoryPosition | None:
+        """Where the next event will go: the newest day segment and its size."""
+        if self._handle is not None and self._handle_day is not None:
+            path = self.directory / _day_name(self._handle_day)
+            offset = self._handle.tell()
+        else:
+            days = [path for path in self.segments() if _is_day_segment(path)]
+            if not days:
+                return None
+            path, offset = days[-1], days[-1].stat().st_size
+        return HistoryPosition(path.name, offset, _hash_line_before(path, offset))
+
+    def read_after(self, position: HistoryPosition | None) -> Iterator[HistoryEvent]:
+        """Yield the events written after ``position``, oldest first; from the
+        start of the oldest day segment when ``position`` is None."""
+        for path in self.segments():
+            if not _is_day_segment(path):
+                continue
+            if position is None or path.name > position.segment:
+                yield from _read_segment(path)
+            elif path.name == position.segment:
+                offset = position.offset
+                if _hash_line_before(path, offset) != position.line_hash:
+                    # Rewritten since. Replaying the whole day again, in order,
+                    # costs time but skips no update.
+                    log.warning("history %s changed since the checkpoint", path)
+                    offset = 0
+                yield from _read_segment(path, offset)
 
     def _segment_for(self, day: date) -> IO[bytes]:
         if self._handle is not None and self._handle_day == day:
             return self._handle
         self.close()
         ensure_private_dir(self.directory, self.dir_mode)
-        path = self.directory / f"{day.isoformat()}.jsonl"
+        path = self.directory / _day_name(day)
         is_new = not path.exists()
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, self.file_mode)
         # The umask narrows the mode of a new file, and an old file may have another.
@@ -112,14 +166,15 @@ class HistoryLog:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             os.write(fd, b"\n")
-        self._handle = os.fdopen(fd, "ab")
+        # Unbuffered, so a failed append leaves no bytes behind to be written later.
+        self._handle = os.fdopen(fd, "ab", buffering=0)
         self._handle_day = day
         if is_new:
             fsync_directory(self.directory)
         return self._handle
 
     def _repair_tail(self, day: date) -> None:
-        path = self.directory / f"{day.isoformat()}.jsonl"
+        path = self.directory / _day_name(day)
         try:
             with open(path, "rb+") as segment:
                 data = segment.read()
@@ -233,7 +288,15 @@ class HistoryLog:
     def _current_name(self) -> str | None:
         if self._handle_day is None:
             return None
-        return f"{self._handle_day.isoformat()}.jsonl"
+        return _day_name(self._handle_day)
+
+
+def _day_name(day: date) -> str:
+    return f"{day.isoformat()}.jsonl"
+
+
+def _is_day_segment(path: Path) -> bool:
+    return _segment_day(path) is not None and not path.name.endswith(".failures.jsonl")
 
 
 def _segment_day(path: Path) -> date | None:
@@ -243,9 +306,27 @@ def _segment_day(path: Path) -> date | None:
         return None
 
 
-def _read_segment(path: Path) -> Iterator[HistoryEvent]:
+def _hash_line_before(path: Path, offset: int) -> str:
+    """Hash the line that ends at ``offset``: "" at the start or past the end."""
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as segment:
+            size = segment.seek(0, os.SEEK_END)
+            if offset == 0 or offset > size:
+                return ""
+            start = max(0, offset - _MAX_LINE_BYTES)
+            segment.seek(start)
+            before = segment.read(offset - start)
+    except FileNotFoundError:
+        return ""
+    line = before[before.rfind(b"\n", 0, len(before) - 1) + 1 :]
+    return hashlib.sha256(line).hexdigest()[:32]
+
+
+def _read_segment(path: Path, offset: int = 0) -> Iterator[HistoryEvent]:
+    try:
+        with open(path, "rb") as segment:
+            segment.seek(offset)
+            raw = segment.read()
     except FileNotFoundError:
         return
     for line in raw.splitlines():

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from store.history import HistoryLog
 from store.store import StatusStore
 
 log = logging.getLogger(__name__)
@@ -56,15 +57,14 @@ class RetentionTask:
         """Drop the oldest events of rows over the cap; return how many went."""
         if self.max_per_row is None:
             return 0
-        history = self.store.history
         limit = self.max_per_row
 
-        def cap() -> int:
+        def cap(history: HistoryLog) -> int:
             # On the writer thread, so no append runs while the counts reset.
             self.store.appended_since_cap.clear()
             return history.cap_rows(limit)
 
-        dropped: int = await self.store.run_in_writer(cap)
+        dropped = await self.store.rewrite_history(cap)
         if dropped:
             log.info(
                 "history retention: %d event(s) dropped from rows over %d events",
@@ -83,9 +83,8 @@ class RetentionTask:
     async def prune_once(self) -> int:
         """Prune now and return how many segments were removed or shrunk."""
         today = self.clock().astimezone(UTC).date()
-        history = self.store.history
-        changed: int = await self.store.run_in_writer(
-            lambda: history.prune(self.keep_days, today)
+        changed = await self.store.rewrite_history(
+            lambda history: history.prune(self.keep_days, today)
         )
         if changed:
             log.info(

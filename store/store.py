@@ -4,12 +4,19 @@ Writes from concurrent callers are grouped: while one group is being written by 
 single writer thread, the next requests queue up and go to disk together in the
 following write. ``apply`` returns only after its group is on disk, so a caller may
 acknowledge an update as soon as ``apply`` returns.
+
+An update is on disk once its history line is fsync'd. The rows file is a
+checkpoint that records the history position it covers. It is rewritten about once
+per ``checkpoint_seconds`` while updates arrive, with every meta write, and at
+close. ``open`` replays the history written after that position. So a group costs
+one append, not a rewrite of the whole rows file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +29,7 @@ from typing import Any
 from tinydb import Query, TinyDB
 
 from store.files import ensure_private_dir, write_atomic
-from store.history import HistoryEvent, HistoryLog
+from store.history import HistoryEvent, HistoryLog, HistoryPosition
 from store.models import Change, Record, RowKey, Snapshot, Status, Update
 from store.rules import apply_update
 from store.tinydb_storage import AtomicJSONStorage, StoreCorruptError
@@ -33,10 +40,17 @@ Listener = Callable[[Snapshot, Sequence[Change]], None]
 
 DATA_DIR_MODE = 0o750
 DATA_FILE_MODE = 0o640
+# How far the rows file may lag the history. A crash costs at most this much
+# history to replay at the next start; nothing acknowledged is lost.
+CHECKPOINT_SECONDS = 1.0
 
 
 class StoreUnavailable(Exception):
     """The update could not be written (disk full, read-only, I/O error)."""
+
+
+class _MetaNotSaved(Exception):
+    """The group's history is on disk, but the rows file with its meta is not."""
 
 
 class TooManyRows(ValueError):
@@ -74,12 +88,14 @@ class StatusStore:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_rows: int | None = None,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
     ) -> None:
         self.data_dir = data_dir
         self.db_path = data_dir / "epmpulse.json"
         self.history = HistoryLog(data_dir / "history", DATA_FILE_MODE)
         self.clock = clock
         self.max_rows = max_rows
+        self.checkpoint_seconds = checkpoint_seconds
         self.last_write_error: str | None = None
         self.last_write_seconds: float | None = None
         self.write_observer: Callable[[float], None] | None = None
@@ -98,6 +114,15 @@ class StatusStore:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
+        self._checkpoint_timer: asyncio.TimerHandle | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        # Used on the writer thread only. _unsaved lists the rows changed since
+        # the rows file was written at _saved_at. _position_stale is set when a
+        # history rewrite was not followed by a checkpoint.
+        self._latest_rows: dict[RowKey, Record] = {}
+        self._unsaved: dict[RowKey, None] = {}  # a set that keeps order
+        self._saved_at = -math.inf
+        self._position_stale = False
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -128,6 +153,64 @@ class StatusStore:
                     f"{dict(doc)!r}. Restore it from a backup or move it away."
                 )
             self._meta[str(doc["key"])] = doc["value"]
+        self._replay()
+        self._latest_rows = dict(self._rows)
+
+    def _replay(self) -> None:
+        """Apply the history written after the rows file's checkpoint."""
+        assert self._db is not None
+        saved = self._db.table(_CHECKPOINT_TABLE).all()
+        position: HistoryPosition | None = None
+
+        if saved:
+            try:
+                position = _position_from_doc(saved[0])
+            except ValueError as exc:
+                raise StoreCorruptError(
+                    f"data file {self.db_path} has an invalid checkpoint "
+                    f"{saved[0]!r} ({exc}). Restore it from a backup or move it "
+                    "away."
+                ) from exc
+        elif self.db_path.exists():
+            # Written before the rows file became a checkpoint: it is current.
+            return
+        # Without a rows file, the whole history is replayed: the first write
+        # may have failed or crashed after its history line was on disk.
+
+        replayed = 0
+        for event in self.history.read_after(position):
+            try:
+                update = update_from_event(event)
+            except ValueError:
+                log.warning("invalid history event %r skipped in the replay", event)
+                continue
+
+            key = (update.app, update.domain)
+            change, _ = apply_update(self._rows.get(key), update)
+            if change.changed and change.after is not None:
+                self._rows[key] = change.after
+                self._unsaved[key] = None
+            replayed += 1
+
+        if not replayed:
+            return
+        log.info(
+            "replayed %d history event(s) newer than the rows file %s",
+            replayed,
+            self.db_path,
+        )
+        self._checkpoint_or_warn(self._rows, "after the replay")
+
+    def _checkpoint_or_warn(self, rows: dict[RowKey, Record], when: str) -> None:
+        try:
+            self._checkpoint(rows, {})
+        except OSError as exc:
+            log.warning(
+                "the rows file could not be written %s (%s). The history contains "
+                "every update and is replayed at the next start.",
+                when,
+                exc,
+            )
 
     async def drain(self) -> None:
         """Wait until every queued write has finished."""
@@ -140,10 +223,19 @@ class StatusStore:
         if self._closed:
             return
         await self.drain()
+        if self._checkpoint_timer is not None:
+            # _close_files writes the rows file instead.
+            self._checkpoint_timer.cancel()
+            self._checkpoint_timer = None
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self.history.close)
+        await loop.run_in_executor(self._executor, self._close_files)
         self._executor.shutdown(wait=True)
         self._closed = True
+
+    def _close_files(self) -> None:
+        if self._db is not None and (self._unsaved or self._position_stale):
+            self._checkpoint_or_warn(self._latest_rows, "at shutdown")
+        self.history.close()
 
     # --- reading -------------------------------------------------------------
 
@@ -185,6 +277,30 @@ class StatusStore:
         """Run file work on the writer thread, after the writes queued so far."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, func)
 
+    async def rewrite_history(self, rewrite: Callable[[HistoryLog], int]) -> int:
+        """Run ``rewrite`` (retention) on the history and return its result.
+
+        The rows file is brought up to date first, because a rewrite moves the
+        history position that the rows file records. Raises OSError, without
+        running ``rewrite``, when the rows file cannot be written.
+        """
+
+        def run() -> int:
+            if self._unsaved or self._position_stale:
+                self._checkpoint(self._latest_rows, {})
+            changed = rewrite(self.history)
+            if changed:
+                self._position_stale = True
+                try:
+                    self._checkpoint(self._latest_rows, {})
+                except OSError as exc:
+                    # Every write now checkpoints before it appends, or fails.
+                    log.warning("rows file not written after retention: %s", exc)
+            return changed
+
+        result: int = await self.run_in_writer(run)
+        return result
+
     # --- writing -------------------------------------------------------------
 
     async def apply(self, updates: Sequence[Update]) -> list[Change]:
@@ -219,8 +335,8 @@ class StatusStore:
         if self.max_rows is None:
             return
         rows = self._rows
-        if all((u.app, u.domain) in rows for u in updates):
-            return
+        if len(updates) == 1 and (updates[0].app, updates[0].domain) in rows:
+            return  # The usual case, without building a generator.
         new_keys = {(u.app, u.domain) for u in updates} - rows.keys()
         if new_keys and len(self._rows) + len(new_keys) > self.max_rows:
             app, domain = sorted(new_keys)[0]
@@ -264,10 +380,17 @@ class StatusStore:
         changed_keys = [key for key in rows if rows[key] is not self._rows.get(key)]
 
         started = time.perf_counter()
+        meta_error: StoreUnavailable | None = None
         try:
-            await loop.run_in_executor(
+            unsaved = await loop.run_in_executor(
                 self._executor, self._write, rows, changed_keys, events, meta, now
             )
+        except _MetaNotSaved as exc:
+            # The group's updates are safe in the history, so only the callers
+            # of set_meta get StoreUnavailable.
+            unsaved = True
+            meta_error = StoreUnavailable(f"{type(exc.__cause__).__name__}: {exc}")
+            log.error("store write failed, meta not stored: %s", meta_error)
         except OSError as exc:
             self.last_write_error = f"{type(exc).__name__}: {exc}"
             log.error(
@@ -289,15 +412,44 @@ class StatusStore:
             self.write_observer(self.last_write_seconds)
 
         self._rows = rows
-        self._meta.update(meta)
+        if meta_error is None:
+            self._meta.update(meta)
         all_changes = [change for changes in results for change in changes]
         if changed_keys:
             self._snapshot = self._make_snapshot(now)
         for pending, changes in zip(batch, results, strict=True):
-            if not pending.future.done():
+            if pending.future.done():
+                continue
+            if pending.meta and meta_error is not None:
+                pending.future.set_exception(meta_error)
+            else:
                 pending.future.set_result(changes)
+        if unsaved:
+            self._schedule_checkpoint()
         if changed_keys:
             self._notify(all_changes)
+
+    def _schedule_checkpoint(self) -> None:
+        """Write the rows file soon, so it does not lag when updates stop."""
+        if self._checkpoint_timer is not None or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        self._checkpoint_timer = loop.call_later(
+            self.checkpoint_seconds, self._checkpoint_due
+        )
+
+    def _checkpoint_due(self) -> None:
+        self._checkpoint_timer = None
+        self._checkpoint_task = asyncio.get_running_loop().create_task(
+            self._write_checkpoint()
+        )
+
+    async def _write_checkpoint(self) -> None:
+        # An empty group: _write finds the checkpoint due and writes the rows file.
+        try:
+            await self._enqueue((), {})
+        except Exception:
+            log.debug("checkpoint failed; retried with the next write")
 
     @staticmethod
     def _fail(batch: list[_Pending], error: Exception) -> None:
@@ -312,21 +464,43 @@ class StatusStore:
         events: list[HistoryEvent],
         meta: dict[str, Any],
         now: datetime,
-    ) -> None:
-        assert self._db is not None and self._storage is not None
-        # NOTE: history goes first, so if the rows file then fails to write, the
-        # history keeps events of updates whose response was a 503.
+    ) -> bool:
+        """Write a group on the writer thread; return whether rows wait for a
+        checkpoint. Raises OSError when nothing of the group is stored, and
+        _MetaNotSaved when the history contains the group but ``meta`` is lost."""
+        if self._position_stale:
+            # The rows file's history position predates a rewrite, so an
+            # append now could be missed by a replay. Fix the position first.
+            self._checkpoint(self._latest_rows, {})
         self.history.append(events, now)
+        self._latest_rows = rows
         for event in events:
             key = (event.app, event.domain)
             self.appended_since_cap[key] = self.appended_since_cap.get(key, 0) + 1
-        if not changed_keys and not meta:
-            return
+        self._unsaved.update(dict.fromkeys(changed_keys))
+        due = time.monotonic() - self._saved_at >= self.checkpoint_seconds
+        if meta or (self._unsaved and due):
+            try:
+                self._checkpoint(rows, meta)
+            except OSError as exc:
+                if meta:
+                    raise _MetaNotSaved(str(exc)) from exc
+                log.warning(
+                    "rows file not written (%s: %s); the updates are in the "
+                    "history and the write is retried",
+                    type(exc).__name__,
+                    exc,
+                )
+        return bool(self._unsaved)
+
+    def _checkpoint(self, rows: dict[RowKey, Record], meta: dict[str, Any]) -> None:
+        """Write the unsaved rows, ``meta`` and the history position, atomically."""
+        assert self._db is not None and self._storage is not None
         table = self._db.table("rows")
         new_ids: dict[RowKey, int] = {}
         updated: dict[RowKey, dict[str, Any]] = {}
         try:
-            for key in changed_keys:
+            for key in self._unsaved:
                 doc = record_to_doc(rows[key])
                 if key in self._doc_ids:
                     updated[key] = doc
@@ -342,12 +516,18 @@ class StatusStore:
             meta_table = self._db.table("meta")
             for name, value in meta.items():
                 meta_table.upsert({"key": name, "value": value}, Query().key == name)
+            checkpoint = self._db.table(_CHECKPOINT_TABLE)
+            checkpoint.truncate()
+            checkpoint.insert(_position_to_doc(self.history.position()))
             self._storage.flush()
         except BaseException:
             self._storage.rollback()
             self._db.clear_cache()
             raise
         self._doc_ids.update(new_ids)
+        self._unsaved.clear()
+        self._saved_at = time.monotonic()
+        self._position_stale = False
 
     def _make_snapshot(self, now: datetime | None = None) -> Snapshot:
         updated = max((r.received_at for r in self._rows.values()), default=None)
@@ -359,6 +539,50 @@ class StatusStore:
                 listener(self._snapshot, changes)
             except Exception:
                 log.exception("store listener %r failed", listener)
+
+
+_CHECKPOINT_TABLE = "checkpoint"
+
+
+def _position_to_doc(position: HistoryPosition | None) -> dict[str, Any]:
+    if position is None:
+        return {"segment": None, "offset": 0, "line_hash": ""}
+    return {
+        "segment": position.segment,
+        "offset": position.offset,
+        "line_hash": position.line_hash,
+    }
+
+
+def _position_from_doc(doc: dict[str, Any]) -> HistoryPosition | None:
+    segment, offset = doc.get("segment"), doc.get("offset")
+    line_hash = doc.get("line_hash", "")
+    if segment is None:
+        return None
+    if (
+        not isinstance(segment, str)
+        or not isinstance(offset, int)
+        or offset < 0
+        or not isinstance(line_hash, str)
+    ):
+        raise ValueError(
+            "segment must be a file name, offset a byte count, line_hash a string"
+        )
+    return HistoryPosition(segment, offset, line_hash)
+
+
+def update_from_event(event: HistoryEvent) -> Update:
+    """Rebuild the update that a history event records; raise ValueError."""
+    return Update(
+        app=event.app,
+        domain=event.domain,
+        status=Status(event.status),
+        received_at=datetime.fromisoformat(event.received_at),
+        timestamp=datetime.fromisoformat(event.timestamp),
+        job_id=event.job_id,
+        message=event.message,
+        source=event.source,
+    )
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -38,15 +38,15 @@ class AtomicJSONStorage(Storage):
             raise StoreCorruptError(
                 f"data file {self.path} is empty. It was not written by EPMPulse or "
                 "was truncated: restore it from a backup (epmpulse restore) or move "
-                "it away to start with an empty board."
+                "it away, and EPMPulse rebuilds the board from the history."
             )
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StoreCorruptError(
                 f"data file {self.path} is corrupt ({exc}). Restore it from a backup "
-                "(epmpulse restore) or move it away to start with an empty board; "
-                "EPMPulse does not overwrite it."
+                "(epmpulse restore) or move it away, and EPMPulse rebuilds the board "
+                "from the history; EPMPulse does not overwrite it."
             ) from exc
         if not isinstance(data, dict) or not all(
             isinstance(table, dict) for table in data.values()

@@ -314,6 +314,10 @@ def test_restore_refuses_live_server(
         assert run_cli(capsys, "backup", "--out", str(out))[0] == 0
         archive = backups_in(out)[0]
         server.post({"app": "Load", "domain": "Row1", "status": "Error"})
+        # The rows file trails the history by up to a second; wait for it.
+        deadline = time.monotonic() + 5
+        while "Row1" not in _stored_rows(data_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
         before = _stored_rows(data_dir)
         code, _, err = run_cli(capsys, "restore", str(archive), "--out", str(out))
         assert code == 1

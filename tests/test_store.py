@@ -144,7 +144,7 @@ async def test_failed_write_raises_store_unavailable(
 ) -> None:
     await store.apply([update(status=Status.OK)])
     before = store.snapshot
-    monkeypatch.setattr(tinydb_storage, "write_atomic", enospc)
+    monkeypatch.setattr(os, "fsync", enospc)
 
     with pytest.raises(StoreUnavailable, match="No space left"):
         await store.apply([update(status=Status.ERROR, minutes=1)])
@@ -154,11 +154,26 @@ async def test_failed_write_raises_store_unavailable(
     assert store.last_write_error is not None
 
 
+async def test_failed_write_leaves_no_history_line(
+    store: StatusStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.apply([update(status=Status.OK)])
+    (segment,) = store.history.segments()
+    logged = segment.read_bytes()
+    monkeypatch.setattr(os, "fsync", enospc)
+
+    with pytest.raises(StoreUnavailable):
+        await store.apply([update(status=Status.ERROR, minutes=1)])
+    monkeypatch.undo()
+
+    assert segment.read_bytes() == logged
+
+
 async def test_write_after_a_failure_succeeds(
     store: StatusStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await store.apply([update(status=Status.OK)])
-    monkeypatch.setattr(tinydb_storage, "write_atomic", enospc)
+    monkeypatch.setattr(os, "fsync", enospc)
     with pytest.raises(StoreUnavailable):
         await store.apply([update(domain="Lost", status=Status.ERROR, minutes=1)])
     monkeypatch.undo()
@@ -172,19 +187,178 @@ async def test_write_after_a_failure_succeeds(
     assert store.last_write_error is None
 
 
-async def test_failed_rename_keeps_old_file(
-    store: StatusStore, monkeypatch: pytest.MonkeyPatch
+async def test_failed_rows_file_write_keeps_update_and_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = StatusStore(tmp_path / "data", checkpoint_seconds=0)
+    await store.open()
     await store.apply([update(status=Status.OK)])
     old_bytes = store.db_path.read_bytes()
     monkeypatch.setattr(os, "replace", enospc)
 
-    with pytest.raises(StoreUnavailable):
-        await store.apply([update(status=Status.ERROR, minutes=1)])
+    # The history line is the durable copy, so the update is still acknowledged.
+    changes = await store.apply([update(status=Status.ERROR, minutes=1)])
     monkeypatch.undo()
 
+    assert changes[0].changed
     assert store.db_path.read_bytes() == old_bytes
     assert [p.name for p in store.data_dir.iterdir() if p.name.startswith(".")] == []
+    crashed = await reopen(store.data_dir)  # without closing the first store
+    assert crashed.snapshot.get("Planning", "Actual").status is Status.ERROR  # type: ignore[union-attr]
+    await store.close()
+
+
+async def test_meta_write_failure_keeps_updates_of_its_group(
+    store: StatusStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tinydb_storage, "write_atomic", enospc)
+
+    applied, meta = await asyncio.gather(
+        store.apply([update(status=Status.OK)]),
+        store.set_meta("canvas_id:main", "F0ABCDEFGH"),
+        return_exceptions=True,
+    )
+    monkeypatch.undo()
+
+    assert isinstance(meta, StoreUnavailable)
+    assert store.get_meta("canvas_id:main") is None
+    assert isinstance(applied, list)
+    assert applied[0].changed
+    reopened = await reopen(store.data_dir)
+    assert reopened.snapshot.get("Planning", "Actual") is not None
+    assert reopened.get_meta("canvas_id:main") is None
+
+
+# --- the rows file as a checkpoint of the history ------------------------------------
+
+
+def rows_on_disk(store: StatusStore) -> dict[str, str]:
+    tables = json.loads(store.db_path.read_text())
+    return {row["domain"]: row["status"] for row in tables["rows"].values()}
+
+
+async def test_rows_file_lags_but_a_crash_loses_nothing(tmp_path: Path) -> None:
+    store = StatusStore(tmp_path / "data", checkpoint_seconds=60)
+    await store.open()
+    await store.apply([update(status=Status.OK, domain="First")])
+    await store.apply([update(status=Status.ERROR, minutes=1, domain="Second")])
+    await store.apply([update(status=Status.WARNING, minutes=2, domain="First")])
+
+    on_disk = rows_on_disk(store)
+    crashed = await reopen(store.data_dir)  # the first store is never closed
+
+    assert on_disk == {"First": "OK"}
+    assert crashed.snapshot.get("Planning", "First").status is Status.WARNING  # type: ignore[union-attr]
+    assert crashed.snapshot.get("Planning", "Second").status is Status.ERROR  # type: ignore[union-attr]
+    assert rows_on_disk(store) == {"First": "Warning", "Second": "Error"}
+    await store.close()
+
+
+async def test_replay_keeps_run_times(tmp_path: Path) -> None:
+    store = StatusStore(tmp_path / "data", checkpoint_seconds=60)
+    await store.open()
+    await store.apply([update(Status.OK, domain="Other")])
+    await store.apply([update(Status.LOADING, 1, job_id="7")])
+    await store.apply([update(Status.OK, 4, job_id="7")])
+    live = store.snapshot.get("Planning", "Actual")
+
+    replayed = (await reopen(store.data_dir)).snapshot.get("Planning", "Actual")
+
+    assert replayed == live
+    await store.close()
+
+
+async def test_close_writes_the_rows_file(tmp_path: Path) -> None:
+    store = StatusStore(tmp_path / "data", checkpoint_seconds=60)
+    await store.open()
+    await store.apply([update(status=Status.OK)])
+    await store.apply([update(status=Status.ERROR, minutes=1)])
+
+    await store.close()
+
+    assert rows_on_disk(store) == {"Actual": "Error"}
+
+
+async def test_idle_store_catches_up_on_the_rows_file(tmp_path: Path) -> None:
+    store = StatusStore(tmp_path / "data", checkpoint_seconds=0.2)
+    await store.open()
+    await store.apply([update(status=Status.OK)])
+    await store.apply([update(status=Status.ERROR, minutes=1)])
+    lagging = rows_on_disk(store)
+
+    for _ in range(100):  # up to 5 s; the file is polled, there is no event
+        if rows_on_disk(store) == {"Actual": "Error"}:
+            break
+        await asyncio.sleep(0.05)
+
+    assert lagging == {"Actual": "OK"}
+    assert rows_on_disk(store) == {"Actual": "Error"}
+    await store.close()
+
+
+async def test_clean_reopen_replays_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = StatusStore(tmp_path / "data", checkpoint_seconds=60)
+    await store.open()
+    for minute in range(5):
+        await store.apply([update(Status.LOADING, minute, job_id=str(minute))])
+    await store.close()
+
+    with caplog.at_level("INFO", logger="store.store"):
+        await reopen(store.data_dir)
+
+    assert "replayed" not in caplog.text
+
+
+async def test_history_rewrite_moves_the_replay_position(tmp_path: Path) -> None:
+    store = StatusStore(tmp_path / "data", checkpoint_seconds=60)
+    await store.open()
+    for minute in range(10):
+        await store.apply([update(Status.LOADING, minute, job_id=str(minute))])
+
+    dropped = await store.rewrite_history(lambda history: history.cap_rows(3))
+    await store.apply([update(Status.ERROR, 20, job_id="last")])
+    crashed = await reopen(store.data_dir)
+
+    assert dropped == 7
+    record = crashed.snapshot.get("Planning", "Actual")
+    assert record is not None
+    assert (record.status, record.job_id) == (Status.ERROR, "last")
+    assert len(crashed.history.read_recent(limit=100)) == 4
+    await store.close()
+
+
+async def test_failed_checkpoint_after_rewrite_blocks_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = StatusStore(tmp_path / "data", checkpoint_seconds=60)
+    await store.open()
+    for minute in range(6):
+        await store.apply([update(Status.LOADING, minute, job_id=str(minute))])
+    real_write_atomic = store_files.write_atomic
+    calls = 0
+
+    def second_fails(path: Path, data: bytes, mode: int = 0o640) -> None:
+        nonlocal calls
+        calls += 1
+        if calls >= 2:
+            enospc()
+        real_write_atomic(path, data, mode)
+
+    monkeypatch.setattr(tinydb_storage, "write_atomic", second_fails)
+    await store.rewrite_history(lambda history: history.cap_rows(2))
+
+    # The rows file still names the history position from before the rewrite,
+    # so a write must fail rather than append where a replay would not look.
+    with pytest.raises(StoreUnavailable):
+        await store.apply([update(Status.ERROR, 20, job_id="blocked")])
+    monkeypatch.undo()
+    await store.apply([update(Status.ERROR, 21, job_id="after")])
+    crashed = await reopen(store.data_dir)
+
+    assert crashed.snapshot.get("Planning", "Actual").job_id == "after"  # type: ignore[union-attr]
+    await store.close()
 
 
 async def test_listener_gets_only_real_changes(store: StatusStore) -> None:
@@ -385,3 +559,31 @@ async def test_apply_syncs_file_then_renames_then_syncs_dir(
     assert ("fsync", str(store.data_dir)) in steps[replaced:]
     history_synced = [path for step, path in steps if path.endswith(".jsonl")]
     assert history_synced != []
+
+
+async def test_rows_file_read_before_a_rewrite_still_replays_all(
+    tmp_path: Path,
+) -> None:
+    # What a backup can read while retention runs: the rows file from before a
+    # history rewrite, and the history from after it.
+    store = StatusStore(tmp_path / "data", checkpoint_seconds=60)
+    await store.open()
+    await store.apply([update(Status.OK, 0, domain="A")])
+    await store.apply([update(Status.ERROR, 1, domain="B", message="x" * 300)])
+    for minute in range(2, 5):
+        await store.apply(
+            [update(Status.LOADING, minute, domain="A", job_id=str(minute))]
+        )
+    rows_file = store.db_path.read_bytes()
+    await store.rewrite_history(lambda history: history.cap_rows(1))
+    copy = tmp_path / "copy"
+    (copy / "history").mkdir(parents=True)
+    (copy / "epmpulse.json").write_bytes(rows_file)
+    for segment in store.history.segments():
+        (copy / "history" / segment.name).write_bytes(segment.read_bytes())
+    await store.close()
+
+    restored = (await reopen(copy)).snapshot
+
+    assert restored.get("Planning", "B").status is Status.ERROR  # type: ignore[union-attr]
+    assert restored.get("Planning", "A").job_id == "4"  # type: ignore[union-attr]
