@@ -73,6 +73,26 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
+class TextFormatter(logging.Formatter):
+    """The text format, which formats each second's local time once. The access
+    log writes a line per request, and ``time.strftime`` took about a third of
+    the time to format one (timeit, Python 3.11)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._second = -1
+        self._second_text = ""
+
+    def formatTime(  # noqa: N802 (the name logging.Formatter gives it)
+        self, record: logging.LogRecord, datefmt: str | None = None
+    ) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = super().formatTime(record, "%Y-%m-%d %H:%M:%S")
+            self._second = second
+        return f"{self._second_text},{int(record.msecs):03d}"
+
+
 def configure_logging(
     level: str,
     fmt: str = "text",
@@ -85,9 +105,7 @@ def configure_logging(
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
-    formatter: logging.Formatter = (
-        JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
-    )
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -200,5 +200,7 @@ def _unauthorized(reason: str) -> web.Response:
 
 def _quote(text: str) -> str:
     """Keep a request path on one log line and cut it to a sane length."""
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text[:200]  # Nothing to escape, as in the API's own paths.
     cleaned = text.encode("unicode_escape").decode("ascii")
     return cleaned[:200]

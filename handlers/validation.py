@@ -231,6 +231,8 @@ def _name(payload: dict[str, Any], key: str, prefix: str) -> str:
 def _check_visible(text: str, where: str, value: object) -> None:
     """Raise ValidationProblem when ``text`` contains a control character, an
     invisible format character or a line or paragraph separator."""
+    if text.isascii() and text.isprintable():
+        return  # The usual EPM name, checked without a lookup per character.
     for char in text:
         if unicodedata.category(char) in _INVISIBLE_CATEGORIES:
             raise ValidationProblem(

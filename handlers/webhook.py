@@ -34,6 +34,9 @@ MAX_BATCH_UPDATES = 100
 KEY_LABEL = web.RequestKey("key_label", str)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# The escape that json.loads turns into a surrogate. An ASCII body without one
+# has no surrogate; other bytes may decode to one (json.loads uses surrogatepass).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 SyncCanvases = Callable[[], Awaitable[list[dict[str, Any]]]]
 
@@ -66,19 +69,31 @@ def error_response(
 def record_json(record: Record | None) -> dict[str, Any] | None:
     if record is None:
         return None
+    # Most of a record's times are the same datetime object (the update's
+    # timestamp), so each is formatted once. This runs for every POST.
+    texts: dict[int, str] = {}
+
+    def iso(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        text = texts.get(id(value))
+        if text is None:
+            text = texts[id(value)] = value.isoformat()
+        return text
+
     return {
         "app": record.app,
         "domain": record.domain,
         "status": record.status.value,
         "job_id": record.job_id,
         "message": record.message,
-        "timestamp": record.timestamp.isoformat(),
-        "received_at": record.received_at.isoformat(),
-        "since": record.since.isoformat(),
+        "timestamp": iso(record.timestamp),
+        "received_at": iso(record.received_at),
+        "since": iso(record.since),
         "source": record.source,
-        "run_first_seen_at": _iso(record.run_first_seen_at),
-        "run_started_at": _iso(record.run_started_at),
-        "run_finished_at": _iso(record.run_finished_at),
+        "run_first_seen_at": iso(record.run_first_seen_at),
+        "run_started_at": iso(record.run_started_at),
+        "run_finished_at": iso(record.run_finished_at),
         "run_duration_seconds": record.run_duration_seconds,
     }
 
@@ -299,9 +314,10 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
         if size > max_bytes:
             raise _too_large(max_bytes)
         chunks.append(chunk)
+    body = b"".join(chunks)
     try:
         payload = json.loads(
-            b"".join(chunks),
+            body,
             parse_constant=_reject_constant,
             parse_float=_finite_float,
         )
@@ -324,7 +340,8 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
             "to read; send status objects as documented",
             status=400,
         ) from exc
-    if _has_lone_surrogate(payload):
+    maybe_surrogate = not body.isascii() or _SURROGATE_ESCAPE.search(body)
+    if maybe_surrogate and _has_lone_surrogate(payload):
         raise ValidationProblem(
             "invalid_json",
             "the body contains an unpaired surrogate escape such as \\udc80, which "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,6 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from bot.service import Service
-from store import tinydb_storage
 from store.models import Status
 from store.store import StatusStore
 from tests.conftest import ApiClient, StartService, write_apps
@@ -164,6 +164,28 @@ async def test_deeply_nested_json_is_400(api: ApiClient) -> None:
 
     assert reply.status == 400
     assert reply.body["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        rb'{"app": "Planning", "domain": "\udc80", "status": "OK"}',
+        '{"app": "Planning", "domain": "\udc80", "status": "OK"}'.encode(
+            "utf-8", "surrogatepass"
+        ),
+        '{"app": "Planning", "domain": "\ud800", "status": "OK"}'.encode(
+            "utf-16-le", "surrogatepass"
+        ),
+    ],
+    ids=["escaped", "utf-8-bytes", "utf-16"],
+)
+async def test_lone_surrogate_is_400(api: ApiClient, raw: bytes) -> None:
+    reply = await api.post(
+        STATUS, data=raw, headers={"Content-Type": "application/json"}
+    )
+
+    assert reply.status == 400
+    assert "unpaired surrogate" in reply.body["error"]["message"]
 
 
 async def test_non_json_content_type_is_415(api: ApiClient) -> None:
@@ -358,7 +380,7 @@ async def test_write_failure_is_503(api: ApiClient) -> None:
 
     # Undone before the service stops, so shutdown can write again.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tinydb_storage, "write_atomic", enospc)
+        patch.setattr(os, "fsync", enospc)
         reply = await api.post(STATUS, body())
         health = await api.get("/health", key=None)
 
