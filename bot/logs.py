@@ -115,6 +115,14 @@ def configure_logging(
         root.addHandler(handler)
     root.setLevel(level)
 
+    # Neither format shows the caller's file and line, thread or process, so
+    # records skip looking them up, as the logging HOWTO's "Optimization" section
+    # describes. The access log writes a record per request.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
     # At DEBUG, slack_sdk logs the JSON of every Web API request and response and
     # each Socket Mode message, and slack_bolt each response body: payloads that
     # carry the verification token, response_url and user text. So these stay at
