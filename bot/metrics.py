@@ -101,6 +101,7 @@ class Metrics:
             registry=r,
         )
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._update_children: dict[tuple[str, bool], Any] = {}
         self.alert_queue_depth = Gauge(
             "epmpulse_alert_queue_depth",
             "Alert messages waiting to be sent",
@@ -122,6 +123,14 @@ class Metrics:
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def count_update(self, status: str, changed: bool) -> None:
+        key = (status, changed)
+        child = self._update_children.get(key)
+        if child is None:
+            child = self.updates.labels(status, str(changed).lower())
+            self._update_children[key] = child
+        child.inc()
 
     def observe_publish(self, board: str, ok: bool, seconds: float) -> None:
         self.canvas_publishes.labels(board, "ok" if ok else "error").inc()

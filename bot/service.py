@@ -178,9 +178,7 @@ class Service:
 
     def _on_store_change(self, snapshot: Snapshot, changes: Sequence[Change]) -> None:
         for change in changes:
-            self.metrics.updates.labels(
-                change.update.status.value, str(change.changed).lower()
-            ).inc()
+            self.metrics.count_update(change.update.status.value, change.changed)
         boards = {
             self._board_of(change.update.app) for change in changes if change.changed
         }

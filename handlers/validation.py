@@ -293,7 +293,7 @@ def _job_id(payload: dict[str, Any], prefix: str) -> str | None:
     where = prefix + "job_id"
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValidationProblem(
             "invalid_type", f"{where} must be a string or a number", where, value
         )

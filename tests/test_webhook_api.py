@@ -155,6 +155,15 @@ async def test_malformed_json_is_400(api: ApiClient) -> None:
     assert reply.body["error"]["code"] == "invalid_json"
 
 
+async def test_empty_body_is_400(api: ApiClient) -> None:
+    reply = await api.post(
+        STATUS, data=b"", headers={"Content-Type": "application/json"}
+    )
+
+    assert reply.status == 400
+    assert reply.body["error"]["code"] == "invalid_json"
+
+
 async def test_deeply_nested_json_is_400(api: ApiClient) -> None:
     reply = await api.post(
         STATUS,
