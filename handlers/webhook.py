@@ -7,7 +7,6 @@ value and a fix.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -41,8 +40,9 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 SyncCanvases = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 # NaN and Infinity are not JSON (RFC 8259), and JavaScript's JSON.parse rejects
-# them, so a response that would contain one fails as a 500 instead.
-_dumps = functools.partial(json.dumps, allow_nan=False)
+# them, so a response that would contain one fails as a 500 instead. One encoder
+# for all responses: json.dumps builds a new one for every call with options.
+_dumps = json.JSONEncoder(allow_nan=False).encode
 
 
 def json_response(

@@ -97,10 +97,7 @@ class HistoryLog:
         if not events:
             return
         handle = self._segment_for(now.astimezone(UTC).date())
-        payload = b"".join(
-            json.dumps(event.to_json(), separators=(",", ":")).encode() + b"\n"
-            for event in events
-        )
+        payload = b"".join(_line(event) for event in events)
         start = handle.tell()
         try:
             view = memoryview(payload)
@@ -231,10 +228,7 @@ class HistoryLog:
                 events = _read_segment(path)
                 failures = [e for e in events if e.status in _FAILURE_STATUSES]
                 target = path.with_name(f"{day.isoformat()}.failures.jsonl")
-                data = b"".join(
-                    json.dumps(e.to_json(), separators=(",", ":")).encode() + b"\n"
-                    for e in failures
-                )
+                data = b"".join(_line(e) for e in failures)
                 write_atomic(target, data, self.file_mode)
                 path.unlink()
                 changed += 1
@@ -275,10 +269,7 @@ class HistoryLog:
                     dropped += 1
                 else:
                     kept.append(event)
-            data = b"".join(
-                json.dumps(e.to_json(), separators=(",", ":")).encode() + b"\n"
-                for e in kept
-            )
+            data = b"".join(_line(e) for e in kept)
             if path.name == self._current_name():
                 # The open handle appends to the old inode after a replace.
                 self.close()
@@ -289,6 +280,14 @@ class HistoryLog:
         if self._handle_day is None:
             return None
         return _day_name(self._handle_day)
+
+
+# One encoder for every line: json.dumps builds a new one for each call with options.
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _line(event: HistoryEvent) -> bytes:
+    return _ENCODE(event.to_json()).encode() + b"\n"
 
 
 def _day_name(day: date) -> str:
