@@ -407,7 +407,7 @@ class StatusStore:
             self._fail(batch, exc)
             return
         self.last_write_seconds = time.perf_counter() - started
-        self.last_write_error = None
+        self.last_write_error = None if meta_error is None else str(meta_error)
         if self.write_observer is not None:
             self.write_observer(self.last_write_seconds)
 

@@ -222,6 +222,7 @@ async def test_meta_write_failure_keeps_updates_of_its_group(
 
     assert isinstance(meta, StoreUnavailable)
     assert store.get_meta("canvas_id:main") is None
+    assert store.last_write_error is not None
     assert isinstance(applied, list)
     assert applied[0].changed
     reopened = await reopen(store.data_dir)
