@@ -597,9 +597,7 @@ def _check_token_url(value: str) -> list[Problem]:
             )
         ]
     parts = urlsplit(value)
-    # Checked here because check_service_url suggests the EPM pod URL, which is
-    # the wrong host for the token endpoint. The value is not shown: it may hold
-    # a password.
+    # Checked here so that the value is not shown: it may contain a password.
     if parts.scheme.lower() not in ("https", "http") or not parts.hostname:
         return [Problem("error", "EPM_TOKEN_URL", f"is not an absolute URL: {fix}")]
     try:

@@ -473,7 +473,11 @@ async def device_login(
     if "offline_access" not in scope.split():
         scope = f"{scope} offline_access"
     url = device_url or settings.device_url or device_authorization_url(token_url)
-    url = check_service_url("EPM_DEVICE_URL", url)
+    url = check_service_url(
+        "EPM_DEVICE_URL",
+        url,
+        "the identity domain's https://<identity domain host>/oauth2/v1/device",
+    )
 
     endpoint = TokenEndpoint(token_url, client_id, settings.client_secret)
     if session is None:
@@ -516,4 +520,9 @@ def _require_oauth_client(settings: EpmAuthSettings) -> tuple[str, str]:
             "EPM_CLIENT_ID: missing; set it to the client ID of the integrated "
             "application"
         )
-    return check_service_url("EPM_TOKEN_URL", settings.token_url), settings.client_id
+    token_url = check_service_url(
+        "EPM_TOKEN_URL",
+        settings.token_url,
+        "the identity domain's https://<identity domain host>/oauth2/v1/token",
+    )
+    return token_url, settings.client_id

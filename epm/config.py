@@ -25,20 +25,19 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def check_service_url(field: str, value: str) -> str:
+def check_service_url(
+    field: str, value: str, example: str = "the pod base URL https://<pod host>"
+) -> str:
     """Validate an EPM or identity-domain URL and return it without a trailing slash.
 
     https is required; plain http is accepted only for loopback hosts, which is how
     tests reach their fake servers. Raises ValueError naming the field, the value
-    and the fix.
+    and the fix, with ``example`` as the expected form.
     """
     parts = urlsplit(value.strip())
     scheme = parts.scheme.lower()
     if scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(
-            f"{field}: {value!r} is not an absolute URL; "
-            "use the form https://<host>, for example the pod base URL"
-        )
+        raise ValueError(f"{field}: {value!r} is not an absolute URL; use {example}")
     if parts.username is not None or parts.password is not None:
         # The value is not repeated: it contains a password.
         raise ValueError(

@@ -409,6 +409,21 @@ def test_build_auth_rejects_plain_http_token_url(tmp_path: Path) -> None:
         build_auth(settings, TokenStore(tmp_path))
 
 
+def test_build_auth_names_token_endpoint_form(tmp_path: Path) -> None:
+    settings = EpmAuthSettings(
+        token_url="idcs.example.com/oauth2/v1/token",
+        client_id="id",
+        refresh_token="rt",
+    )
+
+    with pytest.raises(ValueError) as caught:
+        build_auth(settings, TokenStore(tmp_path))
+
+    assert "EPM_TOKEN_URL" in str(caught.value)
+    assert "/oauth2/v1/token" in str(caught.value).split("use", 1)[1]
+    assert "pod base URL" not in str(caught.value)
+
+
 def test_settings_from_env_ignore_empty() -> None:
     settings = EpmAuthSettings.from_env(
         {"EPM_USERNAME": "admin", "EPM_PASSWORD": "", "EPM_SCOPE": "  "}
