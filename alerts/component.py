@@ -15,11 +15,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from pydantic import SecretStr
-from slack_sdk.web.async_client import AsyncWebClient
 
 from alerts.admin import AdminChecks
 from alerts.engine import AlertEngine, AlertSettings
@@ -32,6 +31,11 @@ from store.maintenance import Maintenance, MaintenanceWindow, parse_maintenance
 from store.models import Change, Snapshot, Status, parse_status
 from store.store import StatusStore
 from store.waiting import wait_event
+
+# slack_sdk is slow to import, and local mode, which logs alerts to a file, does not
+# need it.
+if TYPE_CHECKING:
+    from slack_sdk.web.async_client import AsyncWebClient
 
 log = logging.getLogger(__name__)
 
@@ -420,6 +424,8 @@ def _sender(
     if settings.slack_arcs_channel_id:
         channels["arcs"] = settings.slack_arcs_channel_id
     if client is None:
+        from slack_sdk.web.async_client import AsyncWebClient
+
         client = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),
             base_url=settings.slack_api_url,

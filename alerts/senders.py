@@ -8,13 +8,18 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from alerts.outbox import Blocks, SendError
+
+# Importing any slack_sdk module, even slack_sdk.errors, runs the package's
+# __init__, which imports the synchronous WebClient (slack_sdk 3.48). That is slow,
+# and local mode never calls Slack.
+if TYPE_CHECKING:
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
 
 # Slack returns these errors when it is overloaded or briefly failing.
 TRANSIENT_ERRORS = {
@@ -76,6 +81,8 @@ class SlackSender:
     async def _call(
         self, method: Callable[..., Awaitable[Any]], arguments: dict[str, Any]
     ) -> Any:
+        from slack_sdk.errors import SlackApiError
+
         try:
             return await method(**arguments)
         except SlackApiError as exc:

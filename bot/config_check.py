@@ -480,12 +480,15 @@ def _epm_block_text(where: str, error: ErrorDetails) -> str:
 
 
 def _check_pull_mode(settings: Settings, catalog: Catalog) -> list[Problem]:
+    problems: list[Problem] = []
+    epm_apps = [app for app in catalog.apps if app.epm is not None]
+    if not epm_apps:
+        return problems  # before importing the EPM client, which local mode skips
+
     from bot.pull import auth_method_summary, epm_auth_settings, token_store
     from epm.auth import client_credentials_warning
     from epm.config import EpmBlock
 
-    problems: list[Problem] = []
-    epm_apps = [app for app in catalog.apps if app.epm is not None]
     for app in epm_apps:
         try:
             block = EpmBlock.model_validate(app.epm)
@@ -510,8 +513,6 @@ def _check_pull_mode(settings: Settings, catalog: Catalog) -> list[Problem]:
                     "it to the URL of your EPM pod",
                 )
             )
-    if not epm_apps:
-        return problems
     method = auth_method_summary(settings)
     if method is None:
         problems.append(

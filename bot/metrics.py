@@ -15,7 +15,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from slack_sdk.web.async_client import AsyncWebClient
 
 LATENCY_BUCKETS = (
     0.001,
@@ -143,30 +142,6 @@ class Metrics:
         response = web.Response(body=body)
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return response
-
-
-class MeteredWebClient(AsyncWebClient):
-    """AsyncWebClient that counts and times every Web API call.
-
-    Overriding ``api_call`` is the one place every method passes through, retries
-    included (slack_sdk retries inside it).
-    """
-
-    metrics: Metrics | None = None
-
-    async def api_call(self, api_method: str, *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        result = "error"
-        try:
-            response = await super().api_call(api_method, *args, **kwargs)
-            result = "ok"
-            return response
-        finally:
-            if self.metrics is not None:
-                self.metrics.slack_calls.labels(api_method, result).inc()
-                self.metrics.slack_seconds.labels(api_method).observe(
-                    time.perf_counter() - started
-                )
 
 
 def counted_retry_handlers(metrics: Metrics | None) -> list[Any]:

@@ -12,20 +12,25 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from bot.settings import Settings
-from epm.auth import EpmAuthSettings, TokenStore, build_auth, choose_auth_method
-from epm.client import EpmClient
 from epm.config import EpmBlock, Product, effective_product
-from epm.poller import JobPoller
-from epm.status import JobState
 from handlers.watch import WatchRejected
 from store.catalog import AppConfig, Catalog
 from store.models import Change, Snapshot, Status, Update
 from store.store import StatusStore
+
+# The EPM client stack (sign-in, REST client, poller) is imported where pull mode
+# starts, so that importing this module for its helpers stays cheap.
+if TYPE_CHECKING:
+    from epm.auth import EpmAuthSettings
+    from epm.client import EpmClient
+    from epm.poller import JobPoller
+    from epm.status import JobState
+    from epm.tokens import TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,8 @@ PRODUCTS = ("planning", "fccs", "tax", "freeform", "data_integration", "arcs")
 
 
 def epm_auth_settings(settings: Settings) -> EpmAuthSettings:
+    from epm.auth import EpmAuthSettings
+
     def secret(value: Any) -> str | None:
         return value.get_secret_value() if value is not None else None
 
@@ -50,11 +57,15 @@ def epm_auth_settings(settings: Settings) -> EpmAuthSettings:
 
 
 def token_store(settings: Settings) -> TokenStore:
+    from epm.tokens import TokenStore
+
     return TokenStore(settings.secrets_dir)
 
 
 def auth_method_summary(settings: Settings) -> str | None:
     """Return which EPM sign-in method pull mode will use, for check-config."""
+    from epm.auth import choose_auth_method
+
     method = choose_auth_method(
         epm_auth_settings(settings), token_store(settings).load()
     )
@@ -121,6 +132,10 @@ class PullMode:
         self.maintenance = False
 
     async def start(self) -> None:
+        from epm.auth import build_auth
+        from epm.client import EpmClient
+        from epm.poller import JobPoller
+
         auth = await asyncio.to_thread(
             build_auth, epm_auth_settings(self.settings), token_store(self.settings)
         )

@@ -13,21 +13,14 @@ import signal
 import zoneinfo
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
-from slack_sdk.web.async_client import AsyncWebClient
 
 from alerts.component import AlertsComponent
 from bot.config_check import load_catalog
 from bot.keys import keys_from_settings, load_or_generate_key
-from bot.metrics import (
-    MeteredWebClient,
-    Metrics,
-    counted_retry_handlers,
-    epm_trace_config,
-)
-from bot.pull import PullMode, auth_method_summary
+from bot.metrics import Metrics, counted_retry_handlers, epm_trace_config
 from bot.settings import Settings
 from canvas.publisher import BoardPublisher, PublishTarget
 from canvas.render import render_board
@@ -42,6 +35,14 @@ from store.catalog import Board, Catalog
 from store.lock import DataDirLock
 from store.models import Change, Snapshot
 from store.store import StatusStore
+
+# slack_sdk, slack_bolt and the EPM client are slow to import, so they are imported
+# where a Slack mode or pull mode is built. Local mode without pull mode does not
+# load them (tests/test_imports.py checks this).
+if TYPE_CHECKING:
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.pull import PullMode
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ def build_slack_client(
 ) -> AsyncWebClient:
     """Build a Web API client at SLACK_API_URL that retries 429s, 5xx and dropped
     connections with slack_sdk's built-in handlers, counted in the metrics."""
+    from bot.slack_client import MeteredWebClient
+
     assert settings.slack_bot_token is not None
     client = MeteredWebClient(
         token=settings.slack_bot_token.get_secret_value(),
@@ -246,23 +249,28 @@ class Service:
 
     def _build_pull_mode(self) -> None:
         """Pull mode runs when an app has an ``epm`` block and EPM sign-in is set."""
-        has_epm_app = any(app.epm for app in self.catalog.apps)
-        if has_epm_app and auth_method_summary(self.settings) is not None:
-            self.pull = PullMode(
-                self.settings,
-                self.store,
-                lambda: self.catalog,
-                on_maintenance=self._on_epm_maintenance,
-                trace_configs=[epm_trace_config(self.metrics)],
-            )
-            self.store.subscribe(self.pull.on_store_change)
-            self.components.append(self.pull)
-        elif has_epm_app:
+        if any(app.epm for app in self.catalog.apps):
+            self._build_epm_poller()
+        WatchApi(self.pull.watch if self.pull else None).add_routes(self.web_app)
+
+    def _build_epm_poller(self) -> None:
+        from bot.pull import PullMode, auth_method_summary
+
+        if auth_method_summary(self.settings) is None:
             log.info(
                 "apps.json has epm blocks but no EPM sign-in is configured: "
                 "pull mode is off"
             )
-        WatchApi(self.pull.watch if self.pull else None).add_routes(self.web_app)
+            return
+        self.pull = PullMode(
+            self.settings,
+            self.store,
+            lambda: self.catalog,
+            on_maintenance=self._on_epm_maintenance,
+            trace_configs=[epm_trace_config(self.metrics)],
+        )
+        self.store.subscribe(self.pull.on_store_change)
+        self.components.append(self.pull)
 
     def _on_epm_maintenance(self, active: bool) -> None:
         self.republish_all()
@@ -458,12 +466,15 @@ class Service:
         if self.alerting is not None:
             checks["alerts"] = self.alerting.health()
         healthy = store_problem is None
-        from bot.slack_app import SlackApp
+        # Only the socket and http modes build a Slack app, and importing
+        # bot.slack_app loads slack_bolt, so the other modes skip this check.
+        if self.settings.mode in ("socket", "http"):
+            from bot.slack_app import SlackApp
 
-        for component in self.components:
-            if isinstance(component, SlackApp):
-                checks.update(component.health_checks())
-                healthy = healthy and component.healthy
+            for component in self.components:
+                if isinstance(component, SlackApp):
+                    checks.update(component.health_checks())
+                    healthy = healthy and component.healthy
         body = {
             "status": "healthy" if healthy else "unhealthy",
             "version": VERSION,

@@ -5,15 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from canvas.publisher import PublishError
 from store.files import ensure_private_dir, write_atomic
 from store.store import DATA_DIR_MODE, DATA_FILE_MODE
+
+# Importing any slack_sdk module runs the package's __init__, which imports the
+# synchronous WebClient (slack_sdk 3.48). That is slow, and local mode publishes to
+# files only, so SlackCanvasTarget imports SlackApiError in the methods that catch it.
+if TYPE_CHECKING:
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +108,8 @@ class SlackCanvasTarget:
         return f"a new canvas in channel {self.channel_id}"
 
     async def publish(self, markdown: str) -> str:
+        from slack_sdk.errors import SlackApiError
+
         content = {"type": "markdown", "markdown": markdown}
         try:
             canvas_id = self.canvas_id
@@ -145,6 +152,8 @@ class SlackCanvasTarget:
         return canvas_id
 
     async def _create_channel_canvas(self, content: dict[str, str]) -> str:
+        from slack_sdk.errors import SlackApiError
+
         assert self.channel_id is not None
         try:
             response = await self.client.conversations_canvases_create(
