@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from handlers.access import ACCESS_BATCH
+
 REDACTED = "[redacted]"
 # Slack tokens: xoxb-/xoxp-/... access tokens, xoxe- refresh tokens (token
 # rotation) and xapp- app-level tokens.
@@ -57,6 +59,13 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def _batched_lines(record: logging.LogRecord) -> list[str] | None:
+    """Return the lines of a record that carries several access lines, else None."""
+    if not getattr(record, ACCESS_BATCH, False):
+        return None
+    return record.getMessage().split("\n")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -67,16 +76,21 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_text:
             entry["exception"] = record.exc_text
-        return json.dumps(entry, ensure_ascii=False)
+        lines = _batched_lines(record)
+        if lines is None:
+            return json.dumps(entry, ensure_ascii=False)
+        return "\n".join(
+            json.dumps({**entry, "message": line}, ensure_ascii=False) for line in lines
+        )
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 class TextFormatter(logging.Formatter):
-    """The text format, which formats each second's local time once. The access
-    log writes a line per request, and ``time.strftime`` took about a third of
-    the time to format one (timeit, Python 3.11)."""
+    """The text format, which formats each second's local time once, and writes
+    each line of an access batch as a log line of its own. ``time.strftime`` took
+    about a third of the time to format a line (timeit, Python 3.11)."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
@@ -91,6 +105,15 @@ class TextFormatter(logging.Formatter):
             self._second_text = super().formatTime(record, "%Y-%m-%d %H:%M:%S")
             self._second = second
         return f"{self._second_text},{int(record.msecs):03d}"
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        lines = _batched_lines(record)
+        if lines is None:
+            return text
+        # The format ends with the message, so what precedes it is the prefix.
+        prefix = text[: len(text) - len(record.message)]
+        return "\n".join(prefix + line for line in lines)
 
 
 def configure_logging(
@@ -117,7 +140,7 @@ def configure_logging(
 
     # Neither format shows the caller's file and line, thread or process, so
     # records skip looking them up, as the logging HOWTO's "Optimization" section
-    # describes. The access log writes a record per request.
+    # describes.
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False

@@ -11,13 +11,13 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from handlers.access import AccessLines, access_log
 from handlers.auth import Keyring
 from handlers.ratelimit import RateLimiter, retry_after_header
 from handlers.validation import ValidationProblem
 from handlers.webhook import KEY_LABEL, error_response
 
 log = logging.getLogger("handlers.auth")
-access_log = logging.getLogger("handlers.access")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -68,6 +68,7 @@ def build_middleware(
     """Return the aiohttp middleware. ``on_request(route, method, status, seconds)``
     feeds metrics; ``limiter_for(method)`` gives the per-key rate limit of a method.
     """
+    access_lines = AccessLines()
 
     async def dispatch(
         request: web.Request, handler: Handler, client: str
@@ -132,15 +133,13 @@ def build_middleware(
             raise
         finally:
             elapsed = time.perf_counter() - started
-            if request.path.startswith(("/api/", "/slack/")):
-                access_log.info(
-                    "access client=%s method=%s path=%s status=%d ms=%.1f key=%s",
-                    client,
-                    request.method,
-                    _quote(request.path),
-                    status,
-                    elapsed * 1000,
-                    label,
+            if request.path.startswith(("/api/", "/slack/")) and (
+                access_log.isEnabledFor(logging.INFO)
+            ):
+                access_lines.add(
+                    f"access client={client} method={request.method} "
+                    f"path={_quote(request.path)} status={status} "
+                    f"ms={elapsed * 1000:.1f} key={label}"
                 )
             if on_request is not None:
                 resource = request.match_info.route.resource

@@ -188,6 +188,16 @@ async def test_each_comma_separated_key_works(
     assert whole.status == 401
 
 
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The access lines in the captured records, which hold a batch of lines."""
+    return [
+        line
+        for record in caplog.records
+        if record.name == "handlers.access"
+        for line in record.getMessage().splitlines()
+    ]
+
+
 ACCESS_LINE = re.compile(
     r"^access client=127\.0\.0\.1 method=POST path=/api/v1/status status=200 "
     r"ms=\d+\.\d key=(?P<label>\S+)$"
@@ -209,7 +219,7 @@ async def test_access_log_names_key_label(
     await api.post(STATUS, BODY, key=NEW_KEY)
     await api.post(STATUS, BODY, key=OLD_KEY)
 
-    lines = [r.getMessage() for r in caplog.records if r.name == "handlers.access"]
+    lines = access_lines(caplog)
     matches = [ACCESS_LINE.match(line) for line in lines]
     assert all(matches), lines
     assert [m.group("label") for m in matches if m] == ["planning-prod", "env-1"]
@@ -233,15 +243,15 @@ async def test_rejected_request_is_logged_without_key(
         "auth rejected client=127.0.0.1 method=POST path=/api/v1/status "
         "reason=missing_key",
     ]
-    access = [r.getMessage() for r in caplog.records if r.name == "handlers.access"]
+    access = access_lines(caplog)
+    assert access
     assert all("status=401" in line and line.endswith("key=-") for line in access)
     assert WRONG_KEY not in caplog.text
     assert API_KEY not in caplog.text
 
 
 def access_clients(caplog: pytest.LogCaptureFixture) -> list[str]:
-    lines = [r.getMessage() for r in caplog.records if r.name == "handlers.access"]
-    return [line.split()[1] for line in lines]
+    return [line.split()[1] for line in access_lines(caplog)]
 
 
 async def test_forwarded_for_from_trusted_proxy_is_client(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from bot.logs import REDACTED, RedactingFilter, configure_logging
 from bot.settings import Settings
+from handlers.access import AccessLines
 
 API_KEY = "epm-key-4f9a2c81d3e54b7a"
 BOT_TOKEN = "xoxb-1111111111-2222222222-AbCdEfGhIjKlMnOp"
@@ -154,6 +156,33 @@ def test_json_log_lines_are_redacted(root_logging: None, tmp_path: Path) -> None
     assert entry["message"] == f"lookup of {REDACTED} failed"
     assert "KeyError" in entry["exception"]
     assert API_KEY not in json.dumps(entry)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+async def test_access_batch_is_one_line_per_request(
+    root_logging: None, tmp_path: Path, fmt: str
+) -> None:
+    log_file = tmp_path / "epmpulse.log"
+    configure_logging("INFO", fmt, log_file, [API_KEY])
+    batch = AccessLines()
+
+    batch.add("access client=10.0.0.1 method=POST status=200 key=a")
+    batch.add(f"access client=10.0.0.2 method=GET status=401 key={API_KEY}")
+    await asyncio.sleep(0)  # the batch is logged on the next loop iteration
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+    lines = log_file.read_text(encoding="utf-8").splitlines()
+    messages = (
+        [json.loads(line)["message"] for line in lines]
+        if fmt == "json"
+        else [line.split(" handlers.access ", 1)[1] for line in lines]
+    )
+    assert messages == [
+        "access client=10.0.0.1 method=POST status=200 key=a",
+        f"access client=10.0.0.2 method=GET status=401 key={REDACTED}",
+    ]
+    assert all(" INFO " in line or '"INFO"' in line for line in lines)
 
 
 def test_level_is_applied(root_logging: None, tmp_path: Path) -> None:

@@ -285,7 +285,12 @@ def _probe(proxied: Proxied, source: str, forwarded: str | None) -> str:
     marker = f"{UNIQUE}-{uuid.uuid4().hex[:8]}"
     headers = {"X-Forwarded-For": forwarded} if forwarded else {}
     proxied.request("GET", f"/api/v1/status/{marker}", headers=headers, source=source)
+    # The server writes the access lines of a loop iteration after its responses.
+    deadline = time.monotonic() + 5
     lines = proxied.access_lines(marker)
+    while not lines and time.monotonic() < deadline:
+        time.sleep(0.02)
+        lines = proxied.access_lines(marker)
     assert len(lines) == 1, lines
     return re.search(r"client=(\S+)", lines[0]).group(1)  # type: ignore[union-attr]
 
