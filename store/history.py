@@ -96,7 +96,8 @@ class HistoryLog:
         it was before the call, so no event of a failed append stays behind."""
         if not events:
             return
-        handle = self._segment_for(now.astimezone(UTC).date())
+        day = self._append_day(now)
+        handle = self._segment_for(day)
         payload = b"".join(_line(event) for event in events)
         start = handle.tell()
         try:
@@ -105,8 +106,19 @@ class HistoryLog:
                 view = view[handle.write(view) :]
             os.fsync(handle.fileno())
         except OSError:
-            self._undo_append(handle, start, now.astimezone(UTC).date())
+            self._undo_append(handle, start, day)
             raise
+
+    def _append_day(self, now: datetime) -> date:
+        day = now.astimezone(UTC).date()
+        newest = self._handle_day or self._newest_day_on_disk()
+        # After the clock stepped back over midnight, the newer segment goes on,
+        # so the order of the segments stays the order of the writes.
+        return max(day, newest) if newest is not None else day
+
+    def _newest_day_on_disk(self) -> date | None:
+        days = [_segment_day(path) for path in self.segments()]
+        return max((day for day in days if day is not None), default=None)
 
     def _undo_append(self, handle: IO[bytes], start: int, day: date) -> None:
         # The caller gets a 503 response, so none of its lines may stay in the
@@ -131,22 +143,31 @@ class HistoryLog:
             path, offset = days[-1], days[-1].stat().st_size
         return HistoryPosition(path.name, offset, _hash_line_before(path, offset))
 
-    def read_after(self, position: HistoryPosition | None) -> Iterator[HistoryEvent]:
+    def read_after(
+        self, position: HistoryPosition | None, damaged: list[Path] | None = None
+    ) -> Iterator[HistoryEvent]:
         """Yield the events written after ``position``, oldest first; from the
-        start of the oldest day segment when ``position`` is None."""
+        start of the oldest day segment when ``position`` is None. Each line that
+        cannot be read adds its segment to ``damaged``."""
         for path in self.segments():
             if not _is_day_segment(path):
                 continue
-            if position is None or path.name > position.segment:
-                yield from _read_segment(path)
-            elif path.name == position.segment:
+            offset = 0
+            if position is not None and path.name < position.segment:
+                continue
+            if position is not None and path.name == position.segment:
                 offset = position.offset
                 if _hash_line_before(path, offset) != position.line_hash:
                     # Rewritten since. Replaying the whole day again, in order,
                     # costs time but skips no update.
                     log.warning("history %s changed since the checkpoint", path)
                     offset = 0
-                yield from _read_segment(path, offset)
+            for line in _complete_lines(path, offset):
+                event = _parse(line)
+                if event is not None:
+                    yield event
+                elif line and damaged is not None:
+                    damaged.append(path)
 
     def _segment_for(self, day: date) -> IO[bytes]:
         if self._handle is not None and self._handle_day == day:
@@ -196,10 +217,20 @@ class HistoryLog:
     def read_recent(
         self, app: str | None = None, domain: str | None = None, limit: int = 50
     ) -> list[HistoryEvent]:
-        """Return up to ``limit`` events, newest first, optionally of one row."""
+        """Return up to ``limit`` events, newest first, optionally of one row.
+
+        Lines are parsed from the newest back, only until ``limit`` events are
+        found, and a line without the row's names in it is not parsed at all.
+        """
+        names = [_ENCODE(name).encode() for name in (app, domain) if name is not None]
         found: list[HistoryEvent] = []
         for path in reversed(self.segments()):
-            for event in reversed(list(_read_segment(path))):
+            for line in reversed(_complete_lines(path)):
+                if not all(name in line for name in names):
+                    continue
+                event = _parse(line)
+                if event is None:
+                    continue
                 if app is not None and event.app != app:
                     continue
                 if domain is not None and event.domain != domain:
@@ -321,16 +352,30 @@ def _hash_line_before(path: Path, offset: int) -> str:
     return hashlib.sha256(line).hexdigest()[:32]
 
 
-def _read_segment(path: Path, offset: int = 0) -> Iterator[HistoryEvent]:
+def _complete_lines(path: Path, offset: int = 0) -> list[bytes]:
+    """Return the lines of a segment from ``offset`` that end in a newline.
+
+    A last line without one was cut short by a crash before its update was
+    acknowledged.
+    """
     try:
         with open(path, "rb") as segment:
             segment.seek(offset)
             raw = segment.read()
     except FileNotFoundError:
-        return
-    for line in raw.splitlines():
-        try:
-            yield HistoryEvent.from_json(json.loads(line))
-        except (ValueError, KeyError, TypeError):
-            # A line cut short by a crash before its update was acknowledged.
-            continue
+        return []
+    return raw.split(b"\n")[:-1]
+
+
+def _parse(line: bytes) -> HistoryEvent | None:
+    try:
+        return HistoryEvent.from_json(json.loads(line))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _read_segment(path: Path, offset: int = 0) -> Iterator[HistoryEvent]:
+    for line in _complete_lines(path, offset):
+        event = _parse(line)
+        if event is not None:
+            yield event

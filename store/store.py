@@ -102,6 +102,11 @@ class StatusStore:
         # History events per row since the per-row cap last ran (writer thread).
         self.appended_since_cap: dict[RowKey, int] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        # History reads scan files, so they get their own thread: on the writer's,
+        # a long read would hold up every write queued behind it.
+        self._reader = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="history-reader"
+        )
         self._storage: AtomicJSONStorage | None = None
         self._db: TinyDB | None = None
         self._rows: dict[RowKey, Record] = {}
@@ -135,6 +140,21 @@ class StatusStore:
         ensure_private_dir(self.data_dir, DATA_DIR_MODE)
         self._storage = AtomicJSONStorage(self.db_path, DATA_FILE_MODE)
         self._db = TinyDB(storage=lambda: self._storage)
+        try:
+            self._load_tables()
+        except (TypeError, ValueError, AttributeError) as exc:
+            # TinyDB's own errors for a table that is not an object of objects
+            # with numeric ids.
+            raise StoreCorruptError(
+                f"data file {self.db_path} has a damaged table ({exc}). Restore it "
+                "from a backup or move it away, and EPMPulse rebuilds the board "
+                "from the history."
+            ) from exc
+        self._replay()
+        self._latest_rows = dict(self._rows)
+
+    def _load_tables(self) -> None:
+        assert self._db is not None
         for doc in self._db.table("rows").all():
             try:
                 record = record_from_doc(doc)
@@ -153,8 +173,8 @@ class StatusStore:
                     f"{dict(doc)!r}. Restore it from a backup or move it away."
                 )
             self._meta[str(doc["key"])] = doc["value"]
-        self._replay()
-        self._latest_rows = dict(self._rows)
+        # Read here too, so that a damaged checkpoint table fails like the others.
+        self._db.table(_CHECKPOINT_TABLE).all()
 
     def _replay(self) -> None:
         """Apply the history written after the rows file's checkpoint."""
@@ -172,13 +192,24 @@ class StatusStore:
                     "away."
                 ) from exc
         elif self.db_path.exists():
-            # Written before the rows file became a checkpoint: it is current.
+            # NOTE: taken as a rows file written before checkpoints, which is
+            # current. A checkpoint table deleted by hand looks the same.
             return
         # Without a rows file, the whole history is replayed: the first write
         # may have failed or crashed after its history line was on disk.
+        if (
+            position is not None
+            and not (self.history.directory / position.segment).exists()
+        ):
+            log.warning(
+                "history segment %s, where the rows file's checkpoint ends, is "
+                "missing; replaying the segments after it",
+                position.segment,
+            )
 
         replayed = 0
-        for event in self.history.read_after(position):
+        damaged: list[Path] = []
+        for event in self.history.read_after(position, damaged):
             try:
                 update = update_from_event(event)
             except ValueError:
@@ -192,10 +223,17 @@ class StatusStore:
                 self._unsaved[key] = None
             replayed += 1
 
+        if damaged:
+            log.warning(
+                "skipped %d history line(s) that cannot be read, in %s: damaged, "
+                "or cut short by a crash before their update was acknowledged",
+                len(damaged),
+                ", ".join(sorted({path.name for path in damaged})),
+            )
         if not replayed:
             return
         log.info(
-            "replayed %d history event(s) newer than the rows file %s",
+            "replayed %d history event(s) into %s",
             replayed,
             self.db_path,
         )
@@ -230,6 +268,7 @@ class StatusStore:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._close_files)
         self._executor.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
         self._closed = True
 
     def _close_files(self) -> None:
@@ -256,7 +295,7 @@ class StatusStore:
         """Return up to ``limit`` history events, newest first."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._executor, self.history.read_recent, app, domain, limit
+            self._reader, self.history.read_recent, app, domain, limit
         )
 
     async def probe_writable(self) -> str | None:

@@ -122,6 +122,9 @@ async def test_poller_follows_loading_to_ok(
 
     await poller.watch("Planning", "Actual", "224", block_for(pod), "planning", 60)
     await wait_until(lambda: Status.OK in recorder.status_list())
+    # The finished job leaves watch.json in a write on a worker thread.
+    state = tmp_path / "watch.json"
+    await wait_until(lambda: json.loads(state.read_text())["jobs"] == [])
 
     assert recorder.statuses == [
         ("Planning", "Actual", "224", Status.LOADING),
@@ -129,7 +132,6 @@ async def test_poller_follows_loading_to_ok(
     ]
     assert recorder.messages[-1] == "status 0 (success)"
     assert poller.watched() == []
-    assert json.loads((tmp_path / "watch.json").read_text())["jobs"] == []
 
 
 async def test_poller_stops_polling_finished_job(

@@ -199,3 +199,25 @@ def test_append_touches_only_newest_segment(
     assert [p for p in opened if p != str(log.directory)] == [newest]
     after = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in before}
     assert after == before
+
+
+def test_clock_step_back_keeps_newer_segment(tmp_path: Path) -> None:
+    log = HistoryLog(tmp_path / "history")
+    log.append([event("Loading")], noon(DAY + timedelta(days=1)))
+    log.close()
+
+    log.append([event("OK")], noon(DAY))  # the clock went back over midnight
+    log.close()
+
+    assert [p.name for p in log.segments()] == ["2026-02-01.jsonl"]
+    assert [e.status for e in log.read_recent()] == ["OK", "Loading"]
+
+
+def test_read_recent_skips_damaged_line(log: HistoryLog) -> None:
+    log.append([event("Loading"), event("Error"), event("OK")], noon(DAY))
+    (segment,) = log.segments()
+    lines = segment.read_bytes().split(b"\n")
+    lines[1] = b'{"app": "Planning", "dom'
+    segment.write_bytes(b"\n".join(lines))
+
+    assert [e.status for e in log.read_recent()] == ["OK", "Loading"]

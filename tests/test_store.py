@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import json
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -501,6 +502,11 @@ CORRUPT_FILES = {
         }
     ).encode(),
     "meta_without_key": b'{"meta": {"1": {"value": 3}}}',
+    "checkpoint_not_a_table": b'{"rows": {}, "checkpoint": {"1": 5}}',
+    "row_id_not_a_number": b'{"rows": {"abc": {}}}',
+    "checkpoint_offset_text": (
+        b'{"checkpoint": {"1": {"segment": "2026-01-31.jsonl", "offset": "abc"}}}'
+    ),
     "not_utf8": b"\xff\xfe{}",
 }
 
@@ -588,3 +594,42 @@ async def test_rows_file_read_before_a_rewrite_still_replays_all(
 
     assert restored.get("Planning", "B").status is Status.ERROR  # type: ignore[union-attr]
     assert restored.get("Planning", "A").job_id == "4"  # type: ignore[union-attr]
+
+
+async def test_history_read_does_not_hold_up_writes(
+    store: StatusStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+
+    def slow_read(*args: Any) -> list[Any]:
+        release.wait(10)
+        return []
+
+    monkeypatch.setattr(store.history, "read_recent", slow_read)
+    reading = asyncio.ensure_future(store.read_history())
+    try:
+        await asyncio.wait_for(store.apply([update(status=Status.OK)]), 2)
+    finally:
+        release.set()
+        await reading
+
+
+async def test_replay_warns_about_damaged_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = StatusStore(tmp_path / "data", checkpoint_seconds=60)
+    await store.open()
+    await store.apply([update(Status.OK, 0, domain="A")])
+    await store.apply([update(Status.ERROR, 1, domain="B")])
+    await store.apply([update(Status.WARNING, 2, domain="C")])
+    (segment,) = store.history.segments()
+    lines = segment.read_bytes().split(b"\n")
+    lines[1] = lines[1][:30]  # B's line, which the rows file does not have yet
+    segment.write_bytes(b"\n".join(lines))
+
+    with caplog.at_level("WARNING", logger="store.store"):
+        crashed = await reopen(store.data_dir)
+
+    assert "skipped 1 history line(s) that cannot be read" in caplog.text
+    assert crashed.snapshot.get("Planning", "C").status is Status.WARNING  # type: ignore[union-attr]
+    await store.close()
