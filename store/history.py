@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 _FAILURE_STATUSES = {"Error", "Warning"}
 # Longer than any event line: a 2000-character message escapes to at most 12 KB.
 _MAX_LINE_BYTES = 32 * 1024
+
+
+# For each segment, how many of the oldest events of each row to drop.
+CapPlan = dict[Path, dict[bytes, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,19 +274,23 @@ class HistoryLog:
 
     def cap_rows(self, max_per_row: int) -> int:
         """Drop the oldest events of rows that have more than ``max_per_row``, and
-        return how many events were dropped.
+        return how many events were dropped."""
+        return self.apply_cap(self.plan_cap(max_per_row))
 
-        Reads every segment, newest first, counting events per row without keeping
-        them, then rewrites only the segments that hold events to drop. It belongs
-        in a background task.
+    def plan_cap(self, max_per_row: int) -> CapPlan:
+        """Count the events of each row, newest segment first, and return how many
+        of the oldest events of each row to drop from each segment.
+
+        Only reads, so it may run beside appends: they add newer events only.
         """
-        newer: dict[tuple[str, str], int] = {}
-        to_drop: dict[Path, dict[tuple[str, str], int]] = {}
+        newer: dict[bytes, int] = {}
+        plan: CapPlan = {}
         for path in reversed(self.segments()):
-            counts: dict[tuple[str, str], int] = {}
-            for event in _read_segment(path):
-                key = (event.app, event.domain)
-                counts[key] = counts.get(key, 0) + 1
+            counts: dict[bytes, int] = {}
+            for line in _complete_lines(path):
+                key = _row_key(line)
+                if key is not None:
+                    counts[key] = counts.get(key, 0) + 1
             drops = {}
             for key, count in counts.items():
                 excess = newer.get(key, 0) + count - max_per_row
@@ -289,22 +298,29 @@ class HistoryLog:
                     drops[key] = min(count, excess)
                 newer[key] = newer.get(key, 0) + count
             if drops:
-                to_drop[path] = drops
+                plan[path] = drops
+        return plan
+
+    def apply_cap(self, plan: CapPlan) -> int:
+        """Rewrite the segments of ``plan`` without the events it drops, and return
+        how many were dropped. Not thread-safe, like append."""
         dropped = 0
-        for path, drops in to_drop.items():
+        for path, planned in plan.items():
+            if not path.exists():
+                continue  # removed since the plan was made
+            drops = dict(planned)
             kept = []
-            for event in _read_segment(path):
-                key = (event.app, event.domain)
-                if drops.get(key, 0) > 0:
+            for line in _complete_lines(path):
+                key = _row_key(line)
+                if key is not None and drops.get(key, 0) > 0:
                     drops[key] -= 1
                     dropped += 1
                 else:
-                    kept.append(event)
-            data = b"".join(_line(e) for e in kept)
+                    kept.append(line + b"\n")
             if path.name == self._current_name():
                 # The open handle appends to the old inode after a replace.
                 self.close()
-            write_atomic(path, data, self.file_mode)
+            write_atomic(path, b"".join(kept), self.file_mode)
         return dropped
 
     def _current_name(self) -> str | None:
@@ -315,6 +331,25 @@ class HistoryLog:
 
 # One encoder for every line: json.dumps builds a new one for each call with options.
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
+
+# The start of a line as _line writes it: the app and the domain as JSON strings.
+_ROW_PREFIX = re.compile(rb'\{"app":("(?:[^"\\]|\\.)*"),"domain":("(?:[^"\\]|\\.)*"),')
+
+
+def _row_key(line: bytes) -> bytes | None:
+    """Return a key for the row of a history line, or None for a damaged line.
+
+    Retention counts every line of the history, so the usual line is read with a
+    regular expression instead of being parsed.
+    """
+    match = _ROW_PREFIX.match(line)
+    if match is not None:
+        return match.group(1) + b"," + match.group(2)
+    event = _parse(line)
+    if event is None:
+        return None
+    return _ENCODE(event.app).encode() + b"," + _ENCODE(event.domain).encode()
 
 
 def _line(event: HistoryEvent) -> bytes:

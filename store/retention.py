@@ -58,11 +58,15 @@ class RetentionTask:
         if self.max_per_row is None:
             return 0
         limit = self.max_per_row
+        history = self.store.history
+        # Counting reads the whole history, so it runs beside the writes; only
+        # the rewrite waits for them and holds them up.
+        plan = await self.store.run_in_reader(lambda: history.plan_cap(limit))
 
         def cap(history: HistoryLog) -> int:
             # On the writer thread, so no append runs while the counts reset.
             self.store.appended_since_cap.clear()
-            return history.cap_rows(limit)
+            return history.apply_cap(plan)
 
         dropped = await self.store.rewrite_history(cap)
         if dropped:

@@ -312,6 +312,10 @@ class StatusStore:
             return f"{type(exc).__name__}: {exc}"
         return None
 
+    async def run_in_reader(self, func: Callable[[], Any]) -> Any:
+        """Run a read of the history files beside the writes, on the reader thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._reader, func)
+
     async def run_in_writer(self, func: Callable[[], Any]) -> Any:
         """Run file work on the writer thread, after the writes queued so far."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, func)

@@ -221,3 +221,14 @@ def test_read_recent_skips_damaged_line(log: HistoryLog) -> None:
     segment.write_bytes(b"\n".join(lines))
 
     assert [e.status for e in log.read_recent()] == ["OK", "Loading"]
+
+
+def test_cap_plan_survives_later_appends(log: HistoryLog) -> None:
+    log.append([event("Loading", message=str(n)) for n in range(5)], noon(DAY))
+    plan = log.plan_cap(2)
+
+    log.append([event("OK", message="newest")], noon(DAY))
+    dropped = log.apply_cap(plan)
+
+    assert dropped == 3
+    assert [e.message for e in log.read_recent()] == ["newest", "4", "3"]
