@@ -20,7 +20,7 @@ from bot.settings import Settings
 from epm.config import EpmBlock, Product, effective_product
 from handlers.watch import WatchRejected
 from store.catalog import AppConfig, Catalog
-from store.models import Change, Snapshot, Status, Update
+from store.models import PULL_SOURCE, Change, Snapshot, Status, Update
 from store.store import StatusStore
 
 # The EPM client stack (sign-in, REST client, poller) is imported where pull mode
@@ -174,7 +174,7 @@ class PullMode:
                 not change.changed
                 or after is None
                 or after.status is not Status.LOADING
-                or after.source == "epm"
+                or after.source == PULL_SOURCE
                 or not (after.job_id or "").isdigit()
             ):
                 continue
@@ -276,7 +276,7 @@ class PullMode:
             timestamp=now,
             job_id=job_id,
             message=state.message,
-            source="epm",
+            source=PULL_SOURCE,
         )
         await self.store.apply([update])
 

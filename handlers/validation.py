@@ -10,7 +10,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from store.catalog import Catalog, UnknownRow
-from store.models import STATUS_SPELLINGS, Status, Update, parse_status
+from store.models import (
+    PULL_SOURCE,
+    STATUS_SPELLINGS,
+    Status,
+    Update,
+    parse_status,
+)
 
 KNOWN_FIELDS = ("app", "domain", "status", "job_id", "message", "timestamp", "source")
 MAX_NAME_LENGTH = 64
@@ -130,14 +136,7 @@ def parse_update(
     job_id = _job_id(payload, prefix)
     message = _message(payload, prefix, notes)
     timestamp = _timestamp(payload, prefix, received_at, notes)
-    source = payload.get("source")
-    if source is not None and not isinstance(source, str):
-        raise ValidationProblem(
-            "invalid_type",
-            f"{prefix}source must be a string such as 'data_integration'",
-            prefix + "source",
-            source,
-        )
+    source = _source(payload, prefix)
     ignored = sorted(key for key in payload if key not in KNOWN_FIELDS)
     notes.extend(_variant_notes(payload, ignored, prefix))
     update = Update(
@@ -151,6 +150,39 @@ def parse_update(
         source=source or "webhook",
     )
     return ParsedUpdate(update, [prefix + key for key in ignored], notes)
+
+
+def _source(payload: dict[str, Any], prefix: str) -> str | None:
+    value = payload.get("source")
+    where = prefix + "source"
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationProblem(
+            "invalid_type",
+            f"{where} must be a string such as 'data_integration'",
+            where,
+            value,
+        )
+    text = value.strip()
+    if len(text) > MAX_NAME_LENGTH:
+        raise ValidationProblem(
+            "invalid_value",
+            f"{where} is {len(text)} characters long: send at most {MAX_NAME_LENGTH}",
+            where,
+            value,
+        )
+    if text.casefold() == PULL_SOURCE:
+        # Pull mode does not follow a job whose update came from itself.
+        raise ValidationProblem(
+            "invalid_value",
+            f"{where} '{PULL_SOURCE}' is kept for EPMPulse's own job polling: send "
+            "another name, such as 'data_integration', or leave it out",
+            where,
+            value,
+        )
+    _check_visible(text, where, value)
+    return text or None
 
 
 def _fold_field_name(name: str) -> str:

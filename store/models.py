@@ -12,6 +12,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
 
+# The source of the updates that pull mode stores; the webhook does not accept it.
+PULL_SOURCE = "epm"
+
 
 class Status(enum.StrEnum):
     """Canonical job status. The first four come from the original EPMPulse."""

@@ -123,6 +123,9 @@ def test_missing_field_is_named(missing: str) -> None:
         ({"timestamp": "0001-01-01T00:00:00+01:00"}, "invalid_timestamp", "timestamp"),
         ({"timestamp": "9999-12-31T23:59:59-01:00"}, "invalid_timestamp", "timestamp"),
         ({"source": 1}, "invalid_type", "source"),
+        ({"source": "x" * 65}, "invalid_value", "source"),
+        ({"source": "rule\nname"}, "invalid_value", "source"),
+        ({"source": "EPM"}, "invalid_value", "source"),
     ],
 )
 def test_invalid_field_is_named(fields: dict[str, Any], code: str, field: str) -> None:
