@@ -59,8 +59,8 @@ class RetentionTask:
             return 0
         limit = self.max_per_row
         history = self.store.history
-        # Counting reads the whole history, so it runs beside the writes; only
-        # the rewrite waits for them and holds them up.
+        # Counting reads the whole history, so it runs beside the writes. Only
+        # the rewrite runs on the writer thread, where writes wait for it.
         plan = await self.store.run_in_reader(lambda: history.plan_cap(limit))
 
         def cap(history: HistoryLog) -> int:

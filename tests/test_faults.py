@@ -224,7 +224,7 @@ def test_disk_full_answers_503_and_recovers(tmp_path: Path) -> None:
     assert health.json()["checks"]["store"].startswith("failing:")
     assert rows_while_full["Row"]["job_id"] == (acked[-1] if acked else None)
     assert on_disk_while_full["Row"]["status"] == "OK"
-    # The history holds every acknowledged update and none that got a 503.
+    # The history contains every acknowledged update and none that got a 503.
     assert [e["job_id"] for e in history if e["status"] == "Error"] == acked
     assert recovered.status_code == 200
     assert health_after.status_code == 200

@@ -188,7 +188,7 @@ async def test_write_after_a_failure_succeeds(
     assert store.last_write_error is None
 
 
-async def test_failed_rows_file_write_keeps_update_and_old_file(
+async def test_rows_file_failure_keeps_update(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = StatusStore(tmp_path / "data", checkpoint_seconds=0)
@@ -568,7 +568,7 @@ async def test_apply_syncs_file_then_renames_then_syncs_dir(
     assert history_synced != []
 
 
-async def test_rows_file_read_before_a_rewrite_still_replays_all(
+async def test_stale_rows_file_replays_rewritten_day(
     tmp_path: Path,
 ) -> None:
     # What a backup can read while retention runs: the rows file from before a
