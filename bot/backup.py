@@ -109,6 +109,7 @@ def create_backup(
         raise BackupError(
             f"data dir {data_dir} does not exist: check EPMPULSE_DATA_DIR"
         )
+    _check_out_dir(data_dir, out_dir)
     now = now or datetime.now(UTC)
     if not out_dir.is_dir():
         ensure_private_dir(out_dir, DATA_DIR_MODE)
@@ -144,6 +145,21 @@ def prune_backups(out_dir: Path, keep: int, prefix: str = BACKUP_PREFIX) -> list
     for path in doomed:
         path.unlink(missing_ok=True)
     return doomed
+
+
+def _check_out_dir(data_dir: Path, out_dir: Path) -> None:
+    """Raise BackupError for an output folder in the data dir other than the
+    default one: its archives would go into later backups (or leave its files
+    out), and a restore, which replaces the data dir, would delete them."""
+    data, out = data_dir.resolve(), out_dir.resolve()
+    if out == default_backup_dir(data_dir).resolve():
+        return
+    if out == data or data in out.parents:
+        raise BackupError(
+            f"--out {out_dir} is inside the data dir {data_dir}: "
+            f"write backups to {default_backup_dir(data_dir)} (the default) or to "
+            "a folder outside the data dir, ideally on another disk"
+        )
 
 
 def _excluded_paths(data_dir: Path, out_dir: Path, extra: Iterable[Path]) -> set[Path]:

@@ -302,6 +302,20 @@ def test_backup_of_missing_data_dir_fails(
     assert "does not exist" in err
 
 
+@pytest.mark.parametrize("inside", [".", "canvas"])
+def test_backup_rejects_out_dir_in_data_dir(
+    capsys: pytest.CaptureFixture[str], cli_env: Path, data_dir: Path, inside: str
+) -> None:
+    (data_dir / "canvas").mkdir(parents=True, exist_ok=True)
+    out = data_dir / inside
+
+    code, _, err = run_cli(capsys, "backup", "--out", str(out))
+
+    assert code == 1
+    assert "is inside the data dir" in err
+    assert list(data_dir.rglob("*.tar.gz")) == []
+
+
 # --- restore -----------------------------------------------------------------------
 
 
