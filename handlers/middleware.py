@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -69,6 +70,7 @@ def build_middleware(
     feeds metrics; ``limiter_for(method)`` gives the per-key rate limit of a method.
     """
     access_lines = AccessLines()
+    rejections = RejectionLog()
 
     async def dispatch(
         request: web.Request, handler: Handler, client: str
@@ -87,7 +89,8 @@ def build_middleware(
                     limiter.acquire(f"{request.method}:{matched}") if limiter else None
                 )
                 if wait is not None:
-                    return _rate_limited(request, client, matched, wait), label
+                    response = _rate_limited(request, client, matched, wait, rejections)
+                    return response, label
             return await handler(request), label
         except ValidationProblem as problem:
             response = error_response(
@@ -149,17 +152,49 @@ def build_middleware(
     return middleware
 
 
+class RejectionLog:
+    """Choice of which 429s to log: the first of a key and method, then at most one
+    a minute with the count since, so that a client in a retry loop cannot flood
+    the log."""
+
+    def __init__(
+        self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def due(self, key: str) -> int | None:
+        """Return how many were left out since the last logged one, or None when
+        this one is left out too."""
+        now = self.clock()
+        logged_at, skipped = self._last.get(key, (-math.inf, 0))
+        if now - logged_at < self.interval:
+            self._last[key] = (logged_at, skipped + 1)
+            return None
+        self._last[key] = (now, 0)
+        return skipped
+
+
 def _rate_limited(
-    request: web.Request, client: str, label: str, wait: float
+    request: web.Request,
+    client: str,
+    label: str,
+    wait: float,
+    rejections: RejectionLog,
 ) -> web.Response:
-    log.warning(
-        "rate limited client=%s method=%s path=%s key=%s retry_after=%.1f",
-        client,
-        request.method,
-        _quote(request.path),
-        label,
-        wait,
-    )
+    skipped = rejections.due(f"{request.method}:{label}")
+    if skipped is not None:
+        log.warning(
+            "rate limited client=%s method=%s path=%s key=%s retry_after=%.1f "
+            "(%d more since the last line)",
+            client,
+            request.method,
+            _quote(request.path),
+            label,
+            wait,
+            skipped,
+        )
     return error_response(
         429,
         "rate_limited",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -9,6 +10,7 @@ import aiohttp
 import pytest
 
 from bot.service import Service
+from handlers.middleware import RejectionLog
 from handlers.ratelimit import RateLimit, RateLimiter, parse_rate_limit
 from tests.conftest import API_KEY, ApiClient
 
@@ -91,6 +93,40 @@ async def test_post_over_limit_gets_429_with_retry_after(
     assert int(limited.headers["Retry-After"]) >= 1
     assert other_key.status == 200
     assert read.status == 200
+
+
+async def test_repeated_429s_log_one_line(
+    start_service: StartService,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, api = await _client(start_service, http, rate_limit_post="1 per minute")
+    caplog.set_level(logging.WARNING, logger="handlers.auth")
+
+    statuses = [(await api.post("/api/v1/status", ROW)).status for _ in range(20)]
+
+    limited = [
+        r.getMessage() for r in caplog.records if "rate limited" in r.getMessage()
+    ]
+    assert statuses == [200] + [429] * 19
+    assert len(limited) == 1
+    assert "(0 more since the last line)" in limited[0]
+
+
+def test_rejection_log_counts_the_lines_left_out() -> None:
+    now = [0.0]
+    rejections = RejectionLog(interval=60, clock=lambda: now[0])
+
+    first = rejections.due("POST:a")
+    left_out = [rejections.due("POST:a") for _ in range(5)]
+    other_key = rejections.due("POST:b")
+    now[0] = 61
+    after_a_minute = rejections.due("POST:a")
+
+    assert first == 0
+    assert left_out == [None] * 5
+    assert other_key == 0
+    assert after_a_minute == 5
 
 
 async def test_batch_counts_once(
