@@ -85,7 +85,8 @@ class HistoryEvent:
 
 
 class HistoryLog:
-    """Not thread-safe, so only the writer thread uses it."""
+    """The writer thread alone appends, rewrites and closes. ``read_recent`` and
+    ``plan_cap`` only read files, so they may run on another thread."""
 
     def __init__(
         self, directory: Path, file_mode: int = 0o640, dir_mode: int = 0o750
