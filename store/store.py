@@ -491,8 +491,9 @@ class StatusStore:
         # An empty group: _write finds the checkpoint due and writes the rows file.
         try:
             await self._enqueue((), {})
-        except Exception:
-            log.debug("checkpoint failed; retried with the next write")
+        except Exception as exc:
+            # _write_group has logged the failure at its level already.
+            log.debug("checkpoint write failed (%s); the next write retries it", exc)
 
     @staticmethod
     def _fail(batch: list[_Pending], error: Exception) -> None:
