@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from bot.config_check import Problem, check_settings, problems_from_validation
+from bot.loop import loop_factory
 from bot.setting_names import check_setting_names
 from bot.settings import Settings
 
@@ -127,7 +128,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         service.keyring.on_replace = lambda keys: redactor.set_secrets(
             [*settings.secret_values(), *(key.secret for key in keys)]
         )
-        asyncio.run(service.run())
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            runner.run(service.run())
     except (StoreCorruptError, DataDirLocked) as exc:
         print(f"EPMPulse did not start: {exc}", file=sys.stderr)
         return 3

@@ -21,6 +21,7 @@ from aiohttp import web
 from alerts.component import AlertsComponent
 from bot.config_check import load_catalog
 from bot.keys import keys_from_settings, load_or_generate_key
+from bot.loop import loop_name
 from bot.metrics import Metrics, counted_retry_handlers, epm_trace_config
 from bot.settings import Settings
 from canvas.publisher import BoardPublisher, PublishTarget
@@ -334,12 +335,14 @@ class Service:
         for component in self.components:
             await component.start()
         log.info(
-            "EPMPulse %s listening on %s (env=%s, debug=%s, mode=%s, data dir %s)",
+            "EPMPulse %s listening on %s (env=%s, debug=%s, mode=%s, loop=%s, "
+            "data dir %s)",
             VERSION,
             self.url,
             settings.env,
             settings.debug,
             settings.mode,
+            loop_name(asyncio.get_running_loop()),
             settings.data_dir,
         )
         for publisher in self.publishers.values():

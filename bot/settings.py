@@ -57,6 +57,9 @@ class Settings(BaseSettings):
         "text", validation_alias=_env("EPMPULSE_LOG_FORMAT")
     )
     log_file: Path | None = Field(None, validation_alias=_env("EPMPULSE_LOG_FILE"))
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", validation_alias=_env("EPMPULSE_EVENT_LOOP")
+    )
     data_dir: Path = Field(Path("data"), validation_alias=_env("EPMPULSE_DATA_DIR"))
     apps_config: Path | None = Field(
         None, validation_alias=_env("EPMPULSE_APPS_CONFIG")

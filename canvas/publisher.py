@@ -261,8 +261,10 @@ class BoardPublisher:
         self.last_published = where
         self.publish_count += 1
         self._completed = max(self._completed, wanted)
+        seconds = time.perf_counter() - started
+        log.debug("board %s: published to %s in %.3f s", self.board, where, seconds)
         if self.on_publish is not None:
-            self.on_publish(self.board, True, time.perf_counter() - started)
+            self.on_publish(self.board, True, seconds)
         asyncio.get_running_loop().create_task(self._signal())
 
     async def _signal(self) -> None:

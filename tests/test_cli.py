@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
+from bot.loop import loop_factory, loop_name
 from bot.service import Service
 from tests.conftest import API_KEY, StartService
 from tests.server_process import ServerProcess
@@ -331,3 +332,16 @@ def test_serve_logs_absolute_data_dir(tmp_path: Path) -> None:
         server.stop()
 
     assert f"data dir {tmp_path / 'data'})" in server.log()
+
+
+def test_serve_loop_is_uvloop_where_installed() -> None:
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed here")
+    factory = loop_factory()
+    assert factory is uvloop.new_event_loop
+    assert loop_factory("asyncio") is None
+    loops = [factory(), asyncio.new_event_loop()]
+    try:
+        assert [loop_name(loop) for loop in loops] == ["uvloop", "asyncio"]
+    finally:
+        for loop in loops:
+            loop.close()

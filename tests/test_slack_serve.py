@@ -6,6 +6,7 @@ each button; Slack's 3-second acknowledgement deadline is checked on every one.
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from collections.abc import Iterator
@@ -209,6 +210,9 @@ def test_socket_health_and_start_log(
     assert health["checks"]["slack_socket"] == "connected"
     assert "mode socket: connected to Slack team EPMPulse Test as epmpulse" in log
     assert "Socket Mode connected" in log
+    # Socket Mode's websocket runs on uvloop where it is installed (bot/loop.py).
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    assert f"loop={loop}, " in log
     assert "WARNING slack_bolt" not in log
     assert slack.bot_token not in log
     assert slack.app_token not in log
