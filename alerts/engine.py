@@ -40,7 +40,7 @@ from alerts.render import (
     render_superseded_reply,
 )
 from alerts.state import AdminProblem, EngineState, Group, Line, RowState
-from store.models import Change, Record, Snapshot, Status
+from store.models import Change, Record, Snapshot, Status, iso
 
 log = logging.getLogger(__name__)
 
@@ -132,20 +132,22 @@ class AlertEngine:
 
     # --- inputs ------------------------------------------------------------
 
-    def on_changes(self, snapshot: Snapshot, changes: Sequence[Change]) -> None:
-        """Store listener: handle every row that an applied update changed."""
-        self._handle_all(
+    def on_changes(self, snapshot: Snapshot, changes: Sequence[Change]) -> bool:
+        """Store listener: handle every row that an applied update changed, and
+        return whether the alert state changed (an alert, a bundle, a flip)."""
+        return self._handle_all(
             change.after
             for change in changes
             if change.changed and change.after is not None
         )
 
-    def _handle_all(self, records: Iterable[Record]) -> None:
+    def _handle_all(self, records: Iterable[Record]) -> bool:
         changed = False
         for record in records:
             changed = self._on_record(record) or changed
         if changed:
             self.on_change()
+        return changed
 
     def on_stuck(self, record: Record, max_runtime: float) -> None:
         """Alert once per run and Loading period that ``record`` has been running
@@ -153,7 +155,7 @@ class AlertEngine:
         if record.status is not Status.LOADING:
             return
         row = self.state.row((record.app, record.domain))
-        stuck_id = f"{_run_id(record)}@{record.since.isoformat()}"
+        stuck_id = f"{_run_id(record)}@{iso(record.since)}"
         if row.stuck_run == stuck_id:
             return
         row.stuck_run = stuck_id
@@ -312,8 +314,8 @@ class AlertEngine:
             status=record.status.value,
             job_id=record.job_id,
             message=record.message,
-            at=record.timestamp.isoformat(),
-            since=record.since.isoformat(),
+            at=iso(record.timestamp),
+            since=iso(record.since),
             stuck_limit=stuck_limit,
         )
         group.lines = [old for old in group.lines if old.key != line.key] + [line]
@@ -519,14 +521,14 @@ def _run_id(record: Record) -> str:
     if record.job_id:
         return f"job:{record.job_id}"
     if record.run_first_seen_at is not None:
-        return f"run:{record.run_first_seen_at.isoformat()}"
+        return f"run:{iso(record.run_first_seen_at)}"
     return "none"
 
 
 def _fingerprint(record: Record) -> str:
     parts = (
         record.status.value,
-        record.timestamp.isoformat(),
+        iso(record.timestamp),
         record.job_id or "",
         record.message or "",
         _run_id(record),
@@ -538,5 +540,5 @@ def _copy_record(line: Line, record: Record) -> None:
     line.status = record.status.value
     line.job_id = record.job_id
     line.message = record.message
-    line.at = record.timestamp.isoformat()
-    line.since = record.since.isoformat()
+    line.at = iso(record.timestamp)
+    line.since = iso(record.since)

@@ -21,7 +21,7 @@ from aiohttp import web
 from handlers.auth import Keyring
 from handlers.validation import ParsedUpdate, ValidationProblem, parse_update
 from store.catalog import Catalog
-from store.models import Change, Record
+from store.models import Change, Record, iso
 from store.store import StatusStore, StoreUnavailable, TooManyRows
 
 log = logging.getLogger(__name__)
@@ -69,18 +69,6 @@ def error_response(
 def record_json(record: Record | None) -> dict[str, Any] | None:
     if record is None:
         return None
-    # Most of a record's times are the same datetime object (the update's
-    # timestamp), so each is formatted once. This runs for every POST.
-    texts: dict[int, str] = {}
-
-    def iso(value: datetime | None) -> str | None:
-        if value is None:
-            return None
-        text = texts.get(id(value))
-        if text is None:
-            text = texts[id(value)] = value.isoformat()
-        return text
-
     return {
         "app": record.app,
         "domain": record.domain,
@@ -91,15 +79,15 @@ def record_json(record: Record | None) -> dict[str, Any] | None:
         "received_at": iso(record.received_at),
         "since": iso(record.since),
         "source": record.source,
-        "run_first_seen_at": iso(record.run_first_seen_at),
-        "run_started_at": iso(record.run_started_at),
-        "run_finished_at": iso(record.run_finished_at),
+        "run_first_seen_at": _iso(record.run_first_seen_at),
+        "run_started_at": _iso(record.run_started_at),
+        "run_finished_at": _iso(record.run_finished_at),
         "run_duration_seconds": record.run_duration_seconds,
     }
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+    return iso(value) if value is not None else None
 
 
 class WebhookApi:

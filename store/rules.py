@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from store.history import HistoryEvent
-from store.models import Change, Record, Status, Update
+from store.models import Change, Record, Status, Update, iso
 
 
 def apply_update(
@@ -110,8 +110,8 @@ def _event(update: Update, applied: bool) -> HistoryEvent:
         app=update.app,
         domain=update.domain,
         status=update.status.value,
-        timestamp=update.timestamp.isoformat(),
-        received_at=update.received_at.isoformat(),
+        timestamp=iso(update.timestamp),
+        received_at=iso(update.received_at),
         job_id=update.job_id,
         message=update.message,
         source=update.source,

@@ -30,7 +30,7 @@ from tinydb import Query, TinyDB
 
 from store.files import ensure_private_dir, write_atomic
 from store.history import HistoryEvent, HistoryLog, HistoryPosition
-from store.models import Change, Record, RowKey, Snapshot, Status, Update
+from store.models import Change, Record, RowKey, Snapshot, Status, Update, iso
 from store.rules import apply_update
 from store.tinydb_storage import AtomicJSONStorage, StoreCorruptError
 
@@ -630,7 +630,7 @@ def update_from_event(event: HistoryEvent) -> Update:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    return iso(value) if value is not None else None
 
 
 def _parse(value: str | None) -> datetime | None:

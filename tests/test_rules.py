@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
-from store.models import Record, Status, Update
+from store.models import Record, Status, Update, iso
 from store.rules import apply_update
 
 T0 = datetime(2026, 1, 31, 17, 0, tzinfo=UTC)
@@ -216,3 +216,15 @@ def test_run_without_job_starts_at_first_non_ok() -> None:
 
     assert record.run_start == T0
     assert record.run_duration_seconds == 300
+
+
+def test_iso_is_isoformat_in_every_zone() -> None:
+    utc = datetime(2026, 12, 4, 17, 20, 0, 123456, tzinfo=UTC)
+    paris = utc.astimezone(timezone(timedelta(hours=1)))
+    assert paris == utc  # equal datetimes, so a cache keyed by value would mix them
+
+    for first, second in ((utc, paris), (paris, utc)):
+        assert iso(first) == first.isoformat()
+        assert iso(second) == second.isoformat()
+    assert iso(paris) == "2026-12-04T18:20:00.123456+01:00"
+    assert iso(utc.replace(tzinfo=None)) == "2026-12-04T17:20:00.123456"
