@@ -284,9 +284,10 @@ class AlertsComponent:
         await self.saver.flush(SAVE_TIMEOUT_SECONDS)
 
     def _on_store_change(self, snapshot: Snapshot, changes: Sequence[Change]) -> None:
-        if self.engine is not None:
-            self.engine.on_changes(snapshot, changes)
-        self._wake.set()
+        # Only a change of the alert state can bring a bundle's time forward; an
+        # update that opened no alert leaves the loop asleep.
+        if self.engine is not None and self.engine.on_changes(snapshot, changes):
+            self._wake.set()
 
     async def _run(self) -> None:
         # A store change wakes the loop for the engine's bundles. The stuck check

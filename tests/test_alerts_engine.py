@@ -226,6 +226,18 @@ def test_running_and_ok_send_nothing(harness: Harness) -> None:
     assert harness.outbox.sent == []
 
 
+def test_on_changes_says_whether_alert_state_changed(harness: Harness) -> None:
+    # The alerts component wakes its loop only when this returns True.
+    now = harness.clock.now
+    loading = Update("Planning", "Actual", Status.LOADING, now, now, "42")
+    error = Update("Planning", "Actual", Status.ERROR, now, now, "42")
+    started, _ = apply_update(None, loading)
+    failed, _ = apply_update(started.after, error)
+
+    assert harness.engine.on_changes(Snapshot(), [started]) is False
+    assert harness.engine.on_changes(Snapshot(), [failed]) is True
+
+
 # --- later updates and recovery ------------------------------------------------
 
 
