@@ -72,76 +72,76 @@ def build_middleware(
     access_lines = AccessLines()
     rejections = RejectionLog()
 
-    async def dispatch(
-        request: web.Request, handler: Handler, client: str
-    ) -> tuple[web.StreamResponse, str]:
-        is_api = request.path.startswith("/api/")
-        label = "-"
-        try:
-            if is_api:
-                matched = keyring.match(request.headers.get("Authorization"))
-                if matched is None:
-                    return _reject(request, client), label
-                label = matched
-                request[KEY_LABEL] = matched
-                limiter = limiter_for(request.method)
-                wait = (
-                    limiter.acquire(f"{request.method}:{matched}") if limiter else None
-                )
-                if wait is not None:
-                    response = _rate_limited(request, client, matched, wait, rejections)
-                    return response, label
-            return await handler(request), label
-        except ValidationProblem as problem:
-            response = error_response(
-                problem.status,
-                problem.code,
-                problem.message,
-                problem.field,
-                problem.value,
-            )
-            return response, label
-        except web.HTTPException as exc:
-            if not is_api or exc.status < 400:
-                raise
-            response = error_response(
-                exc.status,
-                "not_found" if exc.status == 404 else "http_error",
-                f"{request.method} {_quote(request.path)}: {exc.reason}. "
-                "See docs/openapi.yaml for the API.",
-            )
-            return response, label
-        except Exception:
-            log.exception("request failed: %s %s", request.method, _quote(request.path))
-            response = error_response(
-                500,
-                "internal_error",
-                "EPMPulse failed to handle this request; the server log has details",
-            )
-            return response, label
-
+    # One coroutine for every request: each await between aiohttp and the route
+    # handler is a frame that a webhook request passes through twice.
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         client = client_address(request, trusted_proxies())
         request[CLIENT_ADDRESS] = client
+        path = request.path
+        is_api = path.startswith("/api/")
         status = 500
         label = "-"
         try:
-            response, label = await dispatch(request, handler, client)
+            try:
+                if not is_api:
+                    response = await handler(request)
+                elif (
+                    matched := keyring.match(request.headers.get("Authorization"))
+                ) is None:
+                    response = _reject(request, client)
+                else:
+                    label = matched
+                    request[KEY_LABEL] = matched
+                    limiter = limiter_for(request.method)
+                    wait = (
+                        limiter.acquire(f"{request.method}:{matched}")
+                        if limiter
+                        else None
+                    )
+                    if wait is None:
+                        response = await handler(request)
+                    else:
+                        response = _rate_limited(
+                            request, client, matched, wait, rejections
+                        )
+            except ValidationProblem as problem:
+                response = error_response(
+                    problem.status,
+                    problem.code,
+                    problem.message,
+                    problem.field,
+                    problem.value,
+                )
+            except web.HTTPException as exc:
+                status = exc.status
+                if not is_api or exc.status < 400:
+                    raise
+                response = error_response(
+                    exc.status,
+                    "not_found" if exc.status == 404 else "http_error",
+                    f"{request.method} {_quote(path)}: {exc.reason}. "
+                    "See docs/openapi.yaml for the API.",
+                )
+            except Exception:
+                log.exception("request failed: %s %s", request.method, _quote(path))
+                response = error_response(
+                    500,
+                    "internal_error",
+                    "EPMPulse failed to handle this request; the server log has "
+                    "details",
+                )
             status = response.status
             return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
         finally:
             elapsed = time.perf_counter() - started
-            if request.path.startswith(("/api/", "/slack/")) and (
+            if path.startswith(("/api/", "/slack/")) and (
                 access_log.isEnabledFor(logging.INFO)
             ):
                 access_lines.add(
                     f"access client={client} method={request.method} "
-                    f"path={_quote(request.path)} status={status} "
+                    f"path={_quote(path)} status={status} "
                     f"ms={elapsed * 1000:.1f} key={label}"
                 )
             if on_request is not None:

@@ -19,6 +19,7 @@ from store.models import (
 )
 
 KNOWN_FIELDS = ("app", "domain", "status", "job_id", "message", "timestamp", "source")
+_KNOWN = frozenset(KNOWN_FIELDS)
 MAX_NAME_LENGTH = 64
 MAX_JOB_ID_LENGTH = 64
 MAX_MESSAGE_LENGTH = 2000
@@ -137,8 +138,10 @@ def parse_update(
     message = _message(payload, prefix, notes)
     timestamp = _timestamp(payload, prefix, received_at, notes)
     source = _source(payload, prefix)
-    ignored = sorted(key for key in payload if key not in KNOWN_FIELDS)
-    notes.extend(_variant_notes(payload, ignored, prefix))
+    ignored: list[str] = []
+    if not payload.keys() <= _KNOWN:
+        ignored = sorted(key for key in payload if key not in _KNOWN)
+        notes.extend(_variant_notes(payload, ignored, prefix))
     update = Update(
         app=app,
         domain=domain,
@@ -149,7 +152,9 @@ def parse_update(
         message=message,
         source=source or "webhook",
     )
-    return ParsedUpdate(update, [prefix + key for key in ignored], notes)
+    if ignored:
+        ignored = [prefix + key for key in ignored]
+    return ParsedUpdate(update, ignored, notes)
 
 
 def _source(payload: dict[str, Any], prefix: str) -> str | None:
