@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,8 @@ class SlashProbe:
 
 @dataclass(frozen=True)
 class IngestRound:
-    bare: Measured
+    bare: Measured  # on asyncio's own loop, aiohttp's default
+    bare_uvloop: Measured  # on uvloop, the loop that epmpulse serve runs on
     single: Measured
     batch: Measured
     slash: SlashProbe | None
@@ -61,6 +63,10 @@ class IngestRound:
     @property
     def ratio(self) -> float:
         return self.single.load.per_second / self.bare.load.per_second
+
+    @property
+    def ratio_uvloop(self) -> float:
+        return self.single.load.per_second / self.bare_uvloop.load.per_second
 
     @property
     def batch_updates_per_second(self) -> float:
@@ -138,7 +144,7 @@ class _ProbeProcess:
 
 
 def run_rounds(
-    bare: Server,
+    bares: dict[str, Server],
     server: Server,
     *,
     rounds: int,
@@ -157,12 +163,13 @@ def run_rounds(
             else None
         )
         measured: dict[str, Measured] = {}
-        # Alternate the order so that a slow drift of the machine's load does not
-        # always favour the same side.
-        order = ("bare", "single") if index % 2 == 0 else ("single", "bare")
+        # Reverse the order every round so that a slow drift of the machine's load
+        # does not always favour the same side.
+        servers = {**bares, "single": server}
+        order = list(servers) if index % 2 == 0 else list(servers)[::-1]
         for side in order:
             measured[side] = measure(
-                bare if side == "bare" else server,
+                servers[side],
                 connections=CONNECTIONS,
                 seconds=seconds,
                 warmup=warmup,
@@ -178,16 +185,26 @@ def run_rounds(
             batch_size=BATCH_SIZE,
         )
         slash = probe.result() if probe is not None else None
-        results.append(IngestRound(measured["bare"], measured["single"], batch, slash))
+        results.append(
+            IngestRound(
+                measured["asyncio"],
+                measured["uvloop"],
+                measured["single"],
+                batch,
+                slash,
+            )
+        )
         on_round(index)
     return results
 
 
-def start_servers(workdir: Path, env: dict[str, str]) -> tuple[Server, Server]:
-    bare = procs.bare(workdir / "bare").start()
-    try:
-        server = procs.epmpulse(workdir / "ingest", env).start()
-    except BaseException:
-        bare.stop()
-        raise
-    return bare, server
+def start_servers(
+    workdir: Path, env: dict[str, str], stack: ExitStack
+) -> tuple[dict[str, Server], Server]:
+    """Start the two bare baselines and the server; ``stack`` stops them."""
+    bares = {
+        loop: stack.enter_context(procs.bare(workdir / f"bare-{loop}", loop))
+        for loop in ("asyncio", "uvloop")
+    }
+    server = stack.enter_context(procs.epmpulse(workdir / "ingest", env))
+    return bares, server

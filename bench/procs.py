@@ -171,12 +171,13 @@ def env_pairs(values: list[str]) -> dict[str, str]:
     return pairs
 
 
-def bare(workdir: Path) -> Server:
-    """The baseline: a bare aiohttp handler that returns 200."""
+def bare(workdir: Path, loop: str = "asyncio") -> Server:
+    """The baseline: a bare aiohttp handler that returns 200, on ``loop``
+    (``asyncio`` or ``uvloop``)."""
     port = free_port()
-    command = [sys.executable, str(BENCH_DIR / "bare_server.py"), str(port)]
+    command = [sys.executable, str(BENCH_DIR / "bare_server.py"), str(port), loop]
     env = dict(os.environ)
-    return Server("bare-aiohttp", command, env, workdir, port)
+    return Server(f"bare-aiohttp-{loop}", command, env, workdir, port)
 
 
 def rss_mb(pid: int) -> tuple[float, float]:

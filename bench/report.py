@@ -45,18 +45,29 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def ingest_section(rounds: Sequence[ingest.IngestRound], mode: str) -> Section:
     section = Section()
     ratio = spread([r.ratio for r in rounds])
+    ratio_uvloop = spread([r.ratio_uvloop for r in rounds])
     p99 = spread([r.single.load.p99_ms for r in rounds])
     single = spread([r.single.load.per_second for r in rounds])
     bare = spread([r.bare.load.per_second for r in rounds])
+    bare_uvloop = spread([r.bare_uvloop.load.per_second for r in rounds])
     batch = spread([r.batch_updates_per_second for r in rounds])
     section.verdicts += [
         Verdict(
             "1. Single-status POSTs, share of the bare aiohttp rate "
-            f"({ingest.CONNECTIONS} connections)",
+            f"({ingest.CONNECTIONS} connections; the bare handler on asyncio's "
+            "loop, aiohttp's default)",
             f"{ratio.format_percent()} "
             f"(median rates {single.median:,.0f} and {bare.median:,.0f} requests/s)",
             f"≥ {INGEST_RATIO_GOAL:.0%}",
             ratio.median >= INGEST_RATIO_GOAL,
+        ),
+        Verdict(
+            "1. The same share, of a bare aiohttp handler on uvloop (the event loop "
+            "that EPMPulse runs on)",
+            f"{ratio_uvloop.format_percent()} "
+            f"(median bare rate {bare_uvloop.median:,.0f} requests/s)",
+            "—",
+            None,
         ),
         Verdict(
             "1. Single-status POST latency, p99",
@@ -78,13 +89,16 @@ def ingest_section(rounds: Sequence[ingest.IngestRound], mode: str) -> Section:
             [
                 str(index),
                 f"{r.bare.load.per_second:,.0f}",
+                f"{r.bare_uvloop.load.per_second:,.0f}",
                 f"{r.single.load.per_second:,.0f}",
-                f"{r.ratio:.1%}",
+                f"{r.ratio:.1%} / {r.ratio_uvloop:.1%}",
                 f"{r.single.load.p50_ms:.1f} / {r.single.load.p99_ms:.1f}",
                 f"{r.bare.load.p50_ms:.1f} / {r.bare.load.p99_ms:.1f}",
                 f"{r.batch_updates_per_second:,.0f}",
                 f"{r.batch.load.p99_ms:.1f}",
-                f"{r.single.cpu_us_per_request:.0f} / {r.bare.cpu_us_per_request:.0f}",
+                f"{r.single.cpu_us_per_request:.0f} / "
+                f"{r.bare.cpu_us_per_request:.0f} / "
+                f"{r.bare_uvloop.cpu_us_per_request:.0f}",
                 f"{r.single.server_cpu:.0%} / {r.single.load.client_cpu:.0%}",
             ]
         )
@@ -99,20 +113,22 @@ def ingest_section(rounds: Sequence[ingest.IngestRound], mode: str) -> Section:
         f"{1 / INGEST_RATIO_GOAL:.0f}×.",
         "",
         f"Server mode: {mode}. Per round, wrk runs "
-        f"{rounds[0].single.load.seconds:.0f} s against each side after a warm-up; "
-        "the baseline and the single-status run swap order every round.",
+        f"{rounds[0].single.load.seconds:.0f} s against each server after a "
+        "warm-up: the bare handler on asyncio's loop, the bare handler on uvloop "
+        "and EPMPulse, in reverse order every other round.",
         "",
         *_table(
             [
                 "Round",
                 "Bare aiohttp req/s",
+                "Bare on uvloop req/s",
                 "EPMPulse req/s",
-                "Share",
+                "Share (of bare / of bare on uvloop)",
                 "EPMPulse p50 / p99 ms",
                 "Bare p50 / p99 ms",
                 "Batch updates/s",
                 "Batch p99 ms",
-                "Server CPU µs per request (EPMPulse / bare)",
+                "Server CPU µs per request (EPMPulse / bare / bare on uvloop)",
                 "Server / client CPU",
             ],
             rows,
