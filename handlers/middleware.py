@@ -21,6 +21,9 @@ from handlers.webhook import KEY_LABEL, error_response
 log = logging.getLogger("handlers.auth")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The status that the access log gives a request whose client closed the
+# connection first, as nginx logs it. It is never sent.
+CLIENT_CLOSED = 499
 
 
 def parse_networks(values: Iterable[str]) -> list[Network]:
@@ -118,12 +121,21 @@ def build_middleware(
                 status = exc.status
                 if not is_api or exc.status < 400:
                     raise
+                allow = exc.headers.get("Allow")
                 response = error_response(
                     exc.status,
                     "not_found" if exc.status == 404 else "http_error",
                     f"{request.method} {_quote(path)}: {exc.reason}. "
                     "See docs/openapi.yaml for the API.",
+                    headers={"Allow": allow} if allow is not None else None,
                 )
+            except ConnectionResetError:
+                transport = request.transport
+                if transport is not None and not transport.is_closing():
+                    raise
+                # The client left before its request was read, so no response
+                # reaches it and the access line's 499 is all there is to log.
+                response = web.Response(status=CLIENT_CLOSED)
             except Exception:
                 log.exception("request failed: %s %s", request.method, _quote(path))
                 response = error_response(

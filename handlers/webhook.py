@@ -152,7 +152,10 @@ class WebhookApi:
         results = [
             _result(item, change) for item, change in zip(parsed, changes, strict=True)
         ]
-        return json_response({"ok": True, "results": results})
+        ignored = sorted(key for key in payload if key != "updates")
+        return json_response(
+            {"ok": True, "results": results, "ignored_fields": ignored}
+        )
 
     async def _apply(self, parsed: list[ParsedUpdate]) -> list[Change]:
         try:

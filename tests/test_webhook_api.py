@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,7 +18,7 @@ import pytest
 from bot.service import Service
 from store.models import Status
 from store.store import StatusStore
-from tests.conftest import ApiClient, StartService, write_apps
+from tests.conftest import API_KEY, ApiClient, StartService, write_apps
 
 STATUS = "/api/v1/status"
 BATCH = "/api/v1/status/batch"
@@ -636,3 +638,48 @@ async def test_history_finds_decomposed_name(api: ApiClient) -> None:
 
     assert reply.status == 200
     assert [event["app"] for event in reply.body["events"]] == ["Caf\u00e9"]
+
+
+async def test_batch_lists_top_level_unknown_fields(api: ApiClient) -> None:
+    reply = await api.post(
+        "/api/v1/status/batch",
+        {"updates": [body(status="Loading")], "comment": "y", "Updates": []},
+    )
+
+    assert reply.status == 200
+    assert reply.body["ignored_fields"] == ["Updates", "comment"]
+    assert reply.body["results"][0]["ignored_fields"] == []
+
+
+async def test_wrong_method_keeps_allow_header(api: ApiClient) -> None:
+    reply = await api.request("DELETE", "/api/v1/status")
+
+    assert reply.status == 405
+    assert reply.body["error"]["code"] == "http_error"
+    assert "POST" in reply.headers["Allow"]
+
+
+async def test_client_gone_mid_body_is_499(
+    api: ApiClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    host, port = api.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /api/v1/status HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Authorization: Bearer " + API_KEY.encode() + b"\r\n"
+        b'Content-Length: 100\r\n\r\n{"app": "Plan'
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the server is now waiting for the rest
+    writer.close()
+    await writer.wait_closed()
+
+    for _ in range(100):
+        if "status=499" in caplog.text:
+            break
+        await asyncio.sleep(0.02)
+    assert "path=/api/v1/status status=499" in caplog.text
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert (await api.post("/api/v1/status", body(status="OK"))).status == 200
