@@ -128,7 +128,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         service.keyring.on_replace = lambda keys: redactor.set_secrets(
             [*settings.secret_values(), *(key.secret for key in keys)]
         )
-        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+        factory = loop_factory(
+            settings.event_loop, requested="event_loop" in settings.model_fields_set
+        )
+        with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(service.run())
     except (StoreCorruptError, DataDirLocked) as exc:
         print(f"EPMPulse did not start: {exc}", file=sys.stderr)
@@ -263,9 +266,17 @@ def _client_host(host: str) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from bot.demo import run_demo
 
-    return asyncio.run(run_demo(speed=args.speed))
+    try:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(run_demo(speed=args.speed))
+    except ValidationError as exc:
+        # The demo reads the environment too, for settings it does not set.
+        print_problems(problems_from_validation(exc))
+        return 2
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:

@@ -52,9 +52,15 @@ async def run_demo(speed: float = 1.0, data_dir: Path | None = None) -> int:
     """
     if not math.isfinite(speed) or speed <= 0:
         raise ValueError(f"demo speed {speed!r} must be a finite number above 0")
+    if data_dir is None:
+        with tempfile.TemporaryDirectory(prefix="epmpulse-demo-") as folder:
+            return await _replay(speed, Path(folder))
+    return await _replay(speed, data_dir)
+
+
+async def _replay(speed: float, data_dir: Path) -> int:
     close = load_demo_close()
     key = secrets.token_urlsafe(32)
-    data_dir = data_dir or Path(tempfile.mkdtemp(prefix="epmpulse-demo-"))
     settings = Settings(
         _env_file=None,
         data_dir=data_dir,

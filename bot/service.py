@@ -449,11 +449,16 @@ class Service:
         if keys:
             self.keyring.replace(keys)
         self.catalog = catalog
+        apps = (
+            "no apps.json, so every app and domain is accepted"
+            if catalog.is_open
+            else f"{len(catalog.apps)} app(s) in {catalog.path}"
+        )
         log.info(
-            "reloaded: %d API key(s) (%s), %d app(s) in apps.json",
+            "reloaded: %d API key(s) (%s), %s",
             len(self.keyring),
             ", ".join(self.keyring.labels),
-            len(catalog.apps),
+            apps,
         )
         self.republish_all()
 

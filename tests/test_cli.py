@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -345,3 +346,48 @@ def test_serve_loop_is_uvloop_where_installed() -> None:
     finally:
         for loop in loops:
             loop.close()
+
+
+def test_demo_replays_close_and_cleans_up(
+    clean_env: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    code = main(["demo", "--speed", "1000"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "--- main board, written to" in out
+    assert list(scratch.iterdir()) == []
+
+
+def test_demo_names_invalid_setting(
+    clean_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("EPMPULSE_EVENT_LOOP", "tokio")
+
+    code = main(["demo"])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "EPMPULSE_EVENT_LOOP" in err
+    assert "'tokio'" in err
+    assert "Traceback" not in err
+
+
+def test_missing_uvloop_warns_only_when_requested(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now fails
+
+    assert loop_factory() is None
+    assert caplog.records == []
+    assert loop_factory("uvloop", requested=True) is None
+    assert "pip install uvloop" in caplog.text

@@ -383,7 +383,7 @@ def test_sighup_reloads_apps_json(tmp_path: Path) -> None:
 
     assert unknown.status_code == 422
     assert unknown.json()["error"]["code"] == "unknown_app"
-    assert "2 app(s) in apps.json" in reloaded
+    assert f"2 app(s) in {apps}" in reloaded
     assert known.status_code == 200
     assert "is not valid JSON" in failed
     assert kept.status_code == 200

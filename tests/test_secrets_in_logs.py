@@ -125,6 +125,7 @@ def test_logs_cover_the_run(full_run: tuple[Path, str, FakeSlack]) -> None:
     _, logs, _ = full_run
     for expected in ("auth rejected", "key=pod-a", "key=env-1", "reloaded:", "stopped"):
         assert expected in logs
+    assert "no apps.json, so every app and domain is accepted" in logs
     assert '"level": "DEBUG", "logger": "canvas.publisher"' in logs
 
 
