@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -25,10 +26,28 @@ log = logging.getLogger(__name__)
 _FAILURE_STATUSES = {"Error", "Warning"}
 # Longer than any event line: a 2000-character message escapes to at most 12 KB.
 _MAX_LINE_BYTES = 32 * 1024
+# Segments are read and copied beside the event loop. Each read or write gives up
+# the interpreter lock and takes it back at once, which restarts the loop's wait
+# for it. With 8 KiB buffers the loop waited up to 60 ms while a cap counted
+# rows, and with 1 MiB buffers up to 9 ms, as for any busy thread.
+_READ_BUFFER = 1024 * 1024
 
 
 # For each segment, how many of the oldest events of each row to drop.
 CapPlan = dict[Path, dict[bytes, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class CapCopy:
+    """A copy of a segment without the events that the cap drops, made beside it.
+    It covers the segment's first ``copied`` bytes, and ``line_hash`` is the hash
+    of the line that ends there."""
+
+    path: Path
+    temporary: Path
+    copied: int
+    line_hash: str
+    dropped: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +187,7 @@ class HistoryLog:
                     # costs time but skips no update.
                     log.warning("history %s changed since the checkpoint", path)
                     offset = 0
-            for line in _complete_lines(path, offset):
+            for line in _lines(path, offset):
                 event = _parse(line)
                 if event is not None:
                     yield event
@@ -231,7 +250,7 @@ class HistoryLog:
         names = [_ENCODE(name).encode() for name in (app, domain) if name is not None]
         found: list[HistoryEvent] = []
         for path in reversed(self.segments()):
-            for line in reversed(_complete_lines(path)):
+            for line in _lines_newest_first(path):
                 if not all(name in line for name in names):
                     continue
                 event = _parse(line)
@@ -276,7 +295,7 @@ class HistoryLog:
     def cap_rows(self, max_per_row: int) -> int:
         """Drop the oldest events of rows that have more than ``max_per_row``, and
         return how many events were dropped."""
-        return self.apply_cap(self.plan_cap(max_per_row))
+        return self.apply_cap(self.prepare_cap(self.plan_cap(max_per_row)))
 
     def plan_cap(self, max_per_row: int) -> CapPlan:
         """Count the events of each row, newest segment first, and return how many
@@ -288,7 +307,7 @@ class HistoryLog:
         plan: CapPlan = {}
         for path in reversed(self.segments()):
             counts: dict[bytes, int] = {}
-            for line in _complete_lines(path):
+            for line in _lines(path):
                 key = _row_key(line)
                 if key is not None:
                     counts[key] = counts.get(key, 0) + 1
@@ -302,26 +321,75 @@ class HistoryLog:
                 plan[path] = drops
         return plan
 
-    def apply_cap(self, plan: CapPlan) -> int:
-        """Rewrite the segments of ``plan`` without the events it drops, and return
-        how many were dropped. Not thread-safe, like append."""
-        dropped = 0
+    def prepare_cap(self, plan: CapPlan) -> list[CapCopy]:
+        """Copy each segment of ``plan`` without the events it drops, beside it.
+
+        Only reads the segments, so it may run beside appends. ``apply_cap`` adds
+        what was appended since and puts the copies in place.
+        """
+        copies = []
         for path, planned in plan.items():
-            if not path.exists():
-                continue  # removed since the plan was made
+            for stale in path.parent.glob(f".{path.name}.*"):
+                stale.unlink(missing_ok=True)  # a copy left by a crash mid-cap
             drops = dict(planned)
-            kept = []
-            for line in _complete_lines(path):
-                key = _row_key(line)
-                if key is not None and drops.get(key, 0) > 0:
-                    drops[key] -= 1
-                    dropped += 1
-                else:
-                    kept.append(line + b"\n")
-            if path.name == self._current_name():
-                # The open handle appends to the old inode after a replace.
-                self.close()
-            write_atomic(path, b"".join(kept), self.file_mode)
+            dropped = 0
+            copied = 0
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            try:
+                os.fchmod(fd, self.file_mode)
+                with os.fdopen(fd, "wb", buffering=_READ_BUFFER) as copy:
+                    for line in _lines(path):
+                        copied += len(line) + 1
+                        key = _row_key(line)
+                        if key is not None and drops.get(key, 0) > 0:
+                            drops[key] -= 1
+                            dropped += 1
+                        else:
+                            copy.write(line + b"\n")
+                    copy.flush()
+                    os.fsync(copy.fileno())
+            except BaseException:
+                Path(name).unlink(missing_ok=True)
+                raise
+            line_hash = _hash_line_before(path, copied)
+            copies.append(CapCopy(path, Path(name), copied, line_hash, dropped))
+        return copies
+
+    def apply_cap(self, copies: Sequence[CapCopy]) -> int:
+        """Put the copies of ``prepare_cap`` in place of their segments, with the
+        events appended since, and return how many events were dropped.
+
+        Not thread-safe, like append. It reads only what was appended since the
+        copy, so appends wait for little. A segment that changed otherwise since
+        (pruned or rewritten) keeps its events until the next cap.
+        """
+        dropped = 0
+        for index, copy in enumerate(copies):
+            try:
+                unchanged = copy.path.exists() and (
+                    _hash_line_before(copy.path, copy.copied) == copy.line_hash
+                )
+                if not unchanged:
+                    copy.temporary.unlink(missing_ok=True)
+                    continue
+                with open(copy.path, "rb") as segment:
+                    segment.seek(copy.copied)
+                    appended = segment.read()
+                with open(copy.temporary, "ab") as target:
+                    target.write(appended)
+                    target.flush()
+                    os.fsync(target.fileno())
+                if copy.path.name == self._current_name():
+                    # The open handle appends to the old inode after a replace.
+                    self.close()
+                os.replace(copy.temporary, copy.path)
+            except BaseException:
+                for left in copies[index:]:
+                    left.temporary.unlink(missing_ok=True)
+                raise
+            dropped += copy.dropped
+        if copies:
+            fsync_directory(self.directory)
         return dropped
 
     def _current_name(self) -> str | None:
@@ -388,19 +456,51 @@ def _hash_line_before(path: Path, offset: int) -> str:
     return hashlib.sha256(line).hexdigest()[:32]
 
 
-def _complete_lines(path: Path, offset: int = 0) -> list[bytes]:
-    """Return the lines of a segment from ``offset`` that end in a newline.
+def _lines(path: Path, offset: int = 0) -> Iterator[bytes]:
+    """Yield the lines of a segment from ``offset`` that end in a newline, without
+    it, read a buffer at a time.
 
-    A last line without one was cut short by a crash before its update was
-    acknowledged.
+    A last line without a newline was cut short by a crash before its update was
+    acknowledged. A segment can hold hundreds of thousands of lines, and one
+    split of the whole file would hold the interpreter lock for all of it.
     """
     try:
-        with open(path, "rb") as segment:
-            segment.seek(offset)
-            raw = segment.read()
+        segment = open(path, "rb", buffering=_READ_BUFFER)
     except FileNotFoundError:
-        return []
-    return raw.split(b"\n")[:-1]
+        return
+    with segment:
+        segment.seek(offset)
+        for line in segment:
+            if not line.endswith(b"\n"):
+                return
+            yield line[:-1]
+
+
+def _lines_newest_first(path: Path) -> Iterator[bytes]:
+    """Yield the complete lines of a segment from the last to the first."""
+    try:
+        segment = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with segment:
+        end = segment.seek(0, os.SEEK_END)
+        # ``carry`` is what was read before its first newline: the end of a line
+        # that starts in an earlier block. Until a newline is found, it is the
+        # text after the file's last newline, which is no complete line.
+        carry = b""
+        complete = False
+        while end > 0:
+            start = max(0, end - _READ_BUFFER)
+            segment.seek(start)
+            pieces = (segment.read(end - start) + carry).split(b"\n")
+            end = start
+            carry = pieces.pop(0)
+            if pieces and not complete:
+                pieces.pop()
+                complete = True
+            yield from reversed(pieces)
+        if complete:
+            yield carry
 
 
 def _parse(line: bytes) -> HistoryEvent | None:
@@ -411,7 +511,7 @@ def _parse(line: bytes) -> HistoryEvent | None:
 
 
 def _read_segment(path: Path, offset: int = 0) -> Iterator[HistoryEvent]:
-    for line in _complete_lines(path, offset):
+    for line in _lines(path, offset):
         event = _parse(line)
         if event is not None:
             yield event

@@ -59,14 +59,15 @@ class RetentionTask:
             return 0
         limit = self.max_per_row
         history = self.store.history
-        # Counting reads the whole history, so it runs beside the writes. Only
-        # the rewrite runs on the writer thread, where writes wait for it.
+        # Counting and copying read the whole history, so they run beside the
+        # writes. Only the swap runs on the writer thread, where writes wait for it.
         plan = await self.store.run_in_reader(lambda: history.plan_cap(limit))
+        copies = await self.store.run_in_reader(lambda: history.prepare_cap(plan))
 
         def cap(history: HistoryLog) -> int:
             # On the writer thread, so no append runs while the counts reset.
             self.store.appended_since_cap.clear()
-            return history.apply_cap(plan)
+            return history.apply_cap(copies)
 
         dropped = await self.store.rewrite_history(cap)
         if dropped:

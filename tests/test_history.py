@@ -223,12 +223,54 @@ def test_read_recent_skips_damaged_line(log: HistoryLog) -> None:
     assert [e.status for e in log.read_recent()] == ["OK", "Loading"]
 
 
-def test_cap_plan_survives_later_appends(log: HistoryLog) -> None:
+def test_cap_keeps_appends_after_copy(log: HistoryLog) -> None:
     log.append([event("Loading", message=str(n)) for n in range(5)], noon(DAY))
     plan = log.plan_cap(2)
+    log.append([event("OK", message="after plan")], noon(DAY))
+    copies = log.prepare_cap(plan)
 
-    log.append([event("OK", message="newest")], noon(DAY))
-    dropped = log.apply_cap(plan)
+    log.append([event("OK", message="after copy")], noon(DAY))
+    dropped = log.apply_cap(copies)
+    log.append([event("OK", message="after swap")], noon(DAY))
 
     assert dropped == 3
-    assert [e.message for e in log.read_recent()] == ["newest", "4", "3"]
+    messages = [e.message for e in log.read_recent()]
+    assert messages == ["after swap", "after copy", "after plan", "4", "3"]
+    assert [p.name for p in sorted(log.directory.iterdir())] == ["2026-01-31.jsonl"]
+
+
+def test_cap_skips_segment_changed_since_copy(log: HistoryLog) -> None:
+    log.append([event("Loading", message=str(n)) for n in range(5)], noon(DAY))
+    copies = log.prepare_cap(log.plan_cap(2))
+    log.close()
+    (segment,) = log.segments()
+    segment.write_bytes(segment.read_bytes().split(b"\n", 1)[1])  # rewritten
+
+    assert log.apply_cap(copies) == 0
+    assert [e.message for e in log.read_recent()] == ["4", "3", "2", "1"]
+    assert [p.name for p in sorted(log.directory.iterdir())] == ["2026-01-31.jsonl"]
+
+
+@pytest.mark.parametrize("block", [2, 7, 64, 4096])
+def test_newest_first_across_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    monkeypatch.setattr(history_module, "_READ_BUFFER", block)
+    path = tmp_path / "segment.jsonl"
+    lines = [b"first", b"", b"a longer line than a block of seven", b"last"]
+    path.write_bytes(b"\n".join(lines) + b"\npartial")
+
+    assert list(history_module._lines_newest_first(path)) == lines[::-1]
+    assert list(history_module._lines(path)) == lines
+    path.write_bytes(b"")
+    assert list(history_module._lines_newest_first(path)) == []
+
+
+def test_cap_removes_copy_left_by_crash(log: HistoryLog) -> None:
+    log.append([event("Loading", message=str(n)) for n in range(5)], noon(DAY))
+    plan = log.plan_cap(2)
+    left = log.prepare_cap(plan)  # the process stopped before apply_cap
+
+    assert log.apply_cap(log.prepare_cap(plan)) == 3
+    assert not left[0].temporary.exists()
+    assert [p.name for p in sorted(log.directory.iterdir())] == ["2026-01-31.jsonl"]
