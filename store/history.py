@@ -35,6 +35,9 @@ _READ_BUFFER = 1024 * 1024
 
 # For each segment, how many of the oldest events of each row to drop.
 CapPlan = dict[Path, dict[bytes, int]]
+# The name of a cap's copy of a segment starts with this. It is no segment name,
+# so readers and replays skip it, and no other file in the folder starts with it.
+_CAP_COPY_PREFIX = ".cap-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,38 +325,50 @@ class HistoryLog:
         return plan
 
     def prepare_cap(self, plan: CapPlan) -> list[CapCopy]:
-        """Copy each segment of ``plan`` without the events it drops, beside it.
+        """Copy each segment of ``plan`` without the events it drops, beside it,
+        oldest segment first.
 
-        Only reads the segments, so it may run beside appends. ``apply_cap`` adds
-        what was appended since and puts the copies in place.
+        Only reads the segments, so it may run beside appends, but not beside
+        another cap: it first removes every copy left by an earlier cap, which a
+        crash or a failure can leave. ``apply_cap`` adds what was appended since
+        and puts the copies in place.
         """
-        copies = []
-        for path, planned in plan.items():
-            for stale in path.parent.glob(f".{path.name}.*"):
-                stale.unlink(missing_ok=True)  # a copy left by a crash mid-cap
-            drops = dict(planned)
-            dropped = 0
-            copied = 0
-            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-            try:
-                os.fchmod(fd, self.file_mode)
-                with os.fdopen(fd, "wb", buffering=_READ_BUFFER) as copy:
-                    for line in _lines(path):
-                        copied += len(line) + 1
-                        key = _row_key(line)
-                        if key is not None and drops.get(key, 0) > 0:
-                            drops[key] -= 1
-                            dropped += 1
-                        else:
-                            copy.write(line + b"\n")
-                    copy.flush()
-                    os.fsync(copy.fileno())
-            except BaseException:
-                Path(name).unlink(missing_ok=True)
-                raise
-            line_hash = _hash_line_before(path, copied)
-            copies.append(CapCopy(path, Path(name), copied, line_hash, dropped))
+        for stale in self.directory.glob(f"{_CAP_COPY_PREFIX}*"):
+            stale.unlink(missing_ok=True)
+        copies: list[CapCopy] = []
+        try:
+            for path in sorted(plan):
+                copies.append(self._copy_without(path, dict(plan[path])))
+        except BaseException:
+            for copy in copies:
+                copy.temporary.unlink(missing_ok=True)
+            raise
         return copies
+
+    def _copy_without(self, path: Path, drops: dict[bytes, int]) -> CapCopy:
+        dropped = 0
+        copied = 0
+        fd, name = tempfile.mkstemp(
+            prefix=f"{_CAP_COPY_PREFIX}{path.name}.", dir=path.parent
+        )
+        try:
+            os.fchmod(fd, self.file_mode)
+            with os.fdopen(fd, "wb", buffering=_READ_BUFFER) as copy:
+                for line in _lines(path):
+                    copied += len(line) + 1
+                    key = _row_key(line)
+                    if key is not None and drops.get(key, 0) > 0:
+                        drops[key] -= 1
+                        dropped += 1
+                    else:
+                        copy.write(line + b"\n")
+                copy.flush()
+                os.fsync(copy.fileno())
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+        line_hash = _hash_line_before(path, copied)
+        return CapCopy(path, Path(name), copied, line_hash, dropped)
 
     def apply_cap(self, copies: Sequence[CapCopy]) -> int:
         """Put the copies of ``prepare_cap`` in place of their segments, with the
@@ -361,7 +376,8 @@ class HistoryLog:
 
         Not thread-safe, like append. It reads only what was appended since the
         copy, so appends wait for little. A segment that changed otherwise since
-        (pruned or rewritten) keeps its events until the next cap.
+        (pruned or rewritten) keeps its events until the next cap. The oldest
+        segment goes first, so a crash between two leaves the newer events.
         """
         dropped = 0
         for index, copy in enumerate(copies):
@@ -375,7 +391,13 @@ class HistoryLog:
                 with open(copy.path, "rb") as segment:
                     segment.seek(copy.copied)
                     appended = segment.read()
-                with open(copy.temporary, "ab") as target:
+                try:
+                    # Not created when missing: a copy that another cap removed
+                    # must not become an empty segment.
+                    fd = os.open(copy.temporary, os.O_WRONLY | os.O_APPEND)
+                except FileNotFoundError:
+                    continue
+                with os.fdopen(fd, "ab") as target:
                     target.write(appended)
                     target.flush()
                     os.fsync(target.fileno())

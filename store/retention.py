@@ -52,12 +52,17 @@ class RetentionTask:
         self.cap_check = cap_check
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
+        # A cap starts by removing the copies of earlier caps, so two never overlap.
+        self._capping = asyncio.Lock()
 
     async def cap_rows_once(self) -> int:
         """Drop the oldest events of rows over the cap; return how many went."""
         if self.max_per_row is None:
             return 0
-        limit = self.max_per_row
+        async with self._capping:
+            return await self._cap_rows(self.max_per_row)
+
+    async def _cap_rows(self, limit: int) -> int:
         history = self.store.history
         # Counting and copying read the whole history, so they run beside the
         # writes. Only the swap runs on the writer thread, where writes wait for it.

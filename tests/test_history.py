@@ -274,3 +274,61 @@ def test_cap_removes_copy_left_by_crash(log: HistoryLog) -> None:
     assert log.apply_cap(log.prepare_cap(plan)) == 3
     assert not left[0].temporary.exists()
     assert [p.name for p in sorted(log.directory.iterdir())] == ["2026-01-31.jsonl"]
+
+
+def test_cap_copy_removed_by_later_cap_is_skipped(log: HistoryLog) -> None:
+    log.append([event("Loading", message=str(n)) for n in range(5)], noon(DAY))
+    log.append([event("OK", domain="Quiet")], noon(DAY))
+    plan = log.plan_cap(2)
+    first = log.prepare_cap(plan)
+    second = log.prepare_cap(plan)  # removes the first cap's copy
+
+    assert log.apply_cap(first) == 0
+    assert log.apply_cap(second) == 3
+    assert [e.message for e in log.read_recent(domain="Actual")] == ["4", "3"]
+    assert len(log.read_recent(domain="Quiet")) == 1
+
+
+def test_failed_cap_copy_removes_all_copies(
+    log: HistoryLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log.append([event(message=str(n)) for n in range(5)], noon(DAY))
+    log.close()
+    log.append([event(message=str(n)) for n in range(5)], noon(DAY + timedelta(1)))
+    plan = log.plan_cap(2)
+    copies = 0
+    real_fsync = os.fsync
+
+    def fsync_fails_second(fd: int) -> None:
+        nonlocal copies
+        copies += 1
+        if copies == 2:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_fails_second)
+    with pytest.raises(OSError):
+        log.prepare_cap(plan)
+
+    assert [p.name for p in sorted(log.directory.iterdir())] == [
+        "2026-01-31.jsonl",
+        "2026-02-01.jsonl",
+    ]
+
+
+def test_cap_removes_every_leftover_copy(log: HistoryLog) -> None:
+    log.append([event(message="kept")], noon(DAY))
+    leftover = log.directory / ".cap-2025-12-01.jsonl.abc123"  # of a pruned day
+    leftover.write_bytes(b"")
+
+    assert log.apply_cap(log.prepare_cap(log.plan_cap(2))) == 0
+    assert not leftover.exists()
+
+
+def test_cap_copies_oldest_segment_first(log: HistoryLog) -> None:
+    for day in (DAY + timedelta(1), DAY):
+        write_segment(log.directory, f"{day.isoformat()}.jsonl", [event()] * 3)
+
+    copies = log.prepare_cap(log.plan_cap(1))
+
+    assert [c.path.name for c in copies] == ["2026-01-31.jsonl", "2026-02-01.jsonl"]

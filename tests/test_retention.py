@@ -189,3 +189,27 @@ async def test_server_caps_history_of_a_runaway_row(tmp_path: Path) -> None:
 
     assert len(events) <= 30
     assert events[0].job_id == "59"
+
+
+async def test_overlapping_cap_calls_keep_history(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    task = RetentionTask(store, 90, max_per_row=20)
+    try:
+        now = datetime.now(UTC)
+        from store.models import Status, Update
+
+        for row, count in (("Busy", 40), ("Quiet", 5)):
+            for number in range(count):
+                await store.apply(
+                    [Update("Planning", row, Status.OK, now, now, str(number))]
+                )
+
+        results = await asyncio.gather(task.cap_rows_once(), task.cap_rows_once())
+        busy = await store.read_history("Planning", "Busy", limit=100)
+        quiet = await store.read_history("Planning", "Quiet", limit=100)
+    finally:
+        await store.close()
+
+    assert results == [20, 0]
+    assert [event.job_id for event in busy] == [str(n) for n in range(39, 19, -1)]
+    assert len(quiet) == 5
