@@ -332,3 +332,18 @@ def test_cap_copies_oldest_segment_first(log: HistoryLog) -> None:
     copies = log.prepare_cap(log.plan_cap(1))
 
     assert [c.path.name for c in copies] == ["2026-01-31.jsonl", "2026-02-01.jsonl"]
+
+
+def test_long_reads_pause_for_other_threads(
+    log: HistoryLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log.append([event(message=str(n)) for n in range(2500)], noon(DAY))
+    pauses: list[float] = []
+    monkeypatch.setattr(history_module.time, "sleep", pauses.append)
+
+    log.plan_cap(10_000)
+    counted = len(pauses)
+    log.read_recent(domain="Elsewhere")
+
+    assert counted == 2
+    assert pauses == [0.001] * 4
