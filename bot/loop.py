@@ -2,9 +2,9 @@
 
 uvloop runs asyncio's loop, transports and timers in C (libuv). Under the
 webhook load of the benchmarks, the server used about 6 % less CPU per request
-on uvloop, with a wide spread between rounds (docs/benchmarks.md). Where uvloop is not
-installed, such as on Windows, or ``EPMPULSE_EVENT_LOOP=asyncio`` is set,
-asyncio's own loop runs the same code.
+on uvloop, with a wide spread between rounds (docs/benchmarks.md). Where uvloop
+is not installed, such as on Windows, or ``EPMPULSE_EVENT_LOOP=asyncio`` is
+set, asyncio's own loop runs the same code.
 """
 
 from __future__ import annotations

@@ -140,8 +140,9 @@ def parse_update(
     source = _source(payload, prefix)
     ignored: list[str] = []
     if not payload.keys() <= _KNOWN:
-        ignored = sorted(key for key in payload if key not in _KNOWN)
-        notes.extend(_variant_notes(payload, ignored, prefix))
+        unknown = sorted(key for key in payload if key not in _KNOWN)
+        notes.extend(_variant_notes(payload, unknown, prefix))
+        ignored = [prefix + key for key in unknown]
     update = Update(
         app=app,
         domain=domain,
@@ -152,8 +153,6 @@ def parse_update(
         message=message,
         source=source or "webhook",
     )
-    if ignored:
-        ignored = [prefix + key for key in ignored]
     return ParsedUpdate(update, ignored, notes)
 
 

@@ -276,7 +276,7 @@ def test_cap_removes_copy_left_by_crash(log: HistoryLog) -> None:
     assert [p.name for p in sorted(log.directory.iterdir())] == ["2026-01-31.jsonl"]
 
 
-def test_cap_copy_removed_by_later_cap_is_skipped(log: HistoryLog) -> None:
+def test_cap_skips_removed_copy(log: HistoryLog) -> None:
     log.append([event("Loading", message=str(n)) for n in range(5)], noon(DAY))
     log.append([event("OK", domain="Quiet")], noon(DAY))
     plan = log.plan_cap(2)
@@ -289,7 +289,7 @@ def test_cap_copy_removed_by_later_cap_is_skipped(log: HistoryLog) -> None:
     assert len(log.read_recent(domain="Quiet")) == 1
 
 
-def test_failed_cap_copy_removes_all_copies(
+def test_failed_cap_removes_its_copies(
     log: HistoryLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log.append([event(message=str(n)) for n in range(5)], noon(DAY))
